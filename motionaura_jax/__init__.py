@@ -1,0 +1,3 @@
+"""motionaura_jax: a trainable JAX/Flax MotionAura."""
+
+__version__ = "0.1.0"
