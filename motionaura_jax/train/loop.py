@@ -1,0 +1,301 @@
+"""The generic training loop every stage runs, read top to bottom:
+
+mesh -> task and input -> sharded init -> checkpoint (restore or fresh) -> jitted step -> loop.
+
+Re-running the same command on the same workdir resumes from the newest good checkpoint, with the data iterator
+exactly where it stopped. SIGTERM (preemption) saves at the current step and returns normally. A non-finite loss
+stops the run naming the first bad step, and no checkpoint is ever written from a non-finite state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from motionaura_jax import config as config_lib
+from motionaura_jax.parallel import mesh as mesh_lib
+from motionaura_jax.parallel import sharding as sharding_lib
+from motionaura_jax.train import tasks as tasks_lib
+from motionaura_jax.train.checkpoint import Checkpointer
+from motionaura_jax.train.logging import MetricWriter
+from motionaura_jax.train.task import Task
+
+log = logging.getLogger("motionaura")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the message names the step."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: Any
+    step: int
+    last_metrics: dict[str, float]
+    preempted: bool = False
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything derived from a config before any step runs (shared by training and inference restore)."""
+
+    config: ml_collections.ConfigDict
+    mesh: Mesh
+    rules: tuple
+    task: Task
+    init_rng: jax.Array
+    train_rng: jax.Array
+    state_shardings: Any
+    abstract_state: Any  # ShapeDtypeStructs carrying the shardings: the restore target
+
+
+def _count(tree: Any) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def build(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
+    """Mesh, task and the sharded abstract state; allocates nothing."""
+    # --- mesh ------------------------------------------------------------------------------------------------
+    mesh = mesh or mesh_lib.make_mesh(config.mesh.to_dict())
+    rules = sharding_lib.rules_from_config(config)
+    # --- task ------------------------------------------------------------------------------------------------
+    task = tasks_lib.make_task(config, mesh)
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
+    # --- shardings from the logical names of an abstract init ------------------------------------------------
+    with sharding_lib.use_mesh(mesh, rules):
+        boxed = jax.eval_shape(task.init_state, init_rng)
+    state_shardings = sharding_lib.tree_shardings(boxed, mesh, rules)
+    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  sharding_lib.unbox(boxed), state_shardings)
+    return Setup(config, mesh, rules, task, init_rng, train_rng, state_shardings, abstract_state)
+
+
+def init_state(setup: Setup) -> Any:
+    """Parameters and optimizer state created directly in their shards (`jit` with `out_shardings`)."""
+    init = jax.jit(lambda rng: sharding_lib.unbox(setup.task.init_state(rng)), out_shardings=setup.state_shardings)
+    with sharding_lib.use_mesh(setup.mesh, setup.rules):
+        return init(setup.init_rng)
+
+
+def _global_batch(host_batch: Mapping[str, np.ndarray], setup: Setup) -> dict[str, jax.Array]:
+    """Host-local numpy fields -> global jax.Arrays on the mesh (strings stay on the host)."""
+    batch = {}
+    for key, value in host_batch.items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "biuf":
+            continue
+        global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
+        sharding = sharding_lib.batch_sharding(setup.mesh, value.ndim, setup.task.batch_axes.get(key),
+                                               setup.rules, global_shape)
+        batch[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+    return batch
+
+
+def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
+    """Global batch -> per-host batch, with clear errors for sizes that do not split."""
+    global_batch = int(config.train.batch_size)
+    if global_batch % jax.process_count():
+        raise ValueError(f"train.batch_size={global_batch} does not split over {jax.process_count()} processes")
+    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    if global_batch % batch_devices:
+        raise ValueError(f"train.batch_size={global_batch} is not a multiple of data*fsdp={batch_devices} "
+                         f"(mesh {mesh_lib.describe(mesh)})")
+    return global_batch // jax.process_count()
+
+
+class _Preemption:
+    """SIGTERM sets a flag the loop checks after each step (signal handlers only run in the main thread)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, dict] | None:
+    for step, metrics in pending:
+        if not math.isfinite(float(metrics["loss"])):
+            return step, metrics
+    return None
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> TrainResult:
+    """Runs (or resumes) `config.task` for `config.train.steps` steps in `workdir`."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tcfg = config.train
+    is_main = jax.process_index() == 0
+
+    # --- mesh, task, sharded abstract state --------------------------------------------------------------------
+    setup = build(config)
+    mesh = setup.mesh
+    local_batch = _check_batch_size(config, mesh)
+    n_params = _count(setup.task.params_of(setup.abstract_state))
+    state_bytes = sharding_lib.bytes_per_device(setup.abstract_state)
+    log.info("task %s | mesh %s over %d devices, %d processes | %.3fM parameters | train state %.1f MiB total, "
+             "%.1f MiB on the fullest device", config.task, mesh_lib.describe(mesh), mesh.size, jax.process_count(),
+             n_params / 1e6, state_bytes["total"] / 2**20, state_bytes["max"] / 2**20)
+    if is_main:
+        previous = workdir / "config.json"
+        if previous.exists() and config_lib.config_from_json(previous).to_json(sort_keys=True) != config.to_json(
+                sort_keys=True):
+            log.warning("config differs from the one already in %s; the new one is used and saved", workdir)
+        config_lib.save_config(config, workdir)
+
+    # --- input ---------------------------------------------------------------------------------------------------
+    data = setup.task.make_data(jax.process_index(), jax.process_count())
+
+    # --- checkpoint: resume or start fresh -----------------------------------------------------------------------
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=int(tcfg.get("keep", 3)))
+    restored = checkpointer.restore(setup.abstract_state)
+    if restored is not None:
+        state, start_step = restored.state, restored.step
+        if restored.data_state is not None:
+            data.set_state(restored.data_state)
+        log.info("resumed from step %d in %s", start_step, checkpointer.directory)
+    else:
+        state, start_step = init_state(setup), 0
+    train_rng = setup.train_rng
+
+    # --- step --------------------------------------------------------------------------------------------------
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def step_fn(state, batch, step):
+        return setup.task.train_step(state, batch, jax.random.fold_in(train_rng, step), step)
+
+    compiled_step = None
+
+    def meta() -> dict:
+        return {"config": config.to_dict(), "rng": np.asarray(jax.random.key_data(train_rng)).tolist(),
+                "task": config.task}
+
+    # --- loop --------------------------------------------------------------------------------------------------
+    writer = MetricWriter(workdir)
+    total_steps = int(tcfg.steps)
+    log_every, ckpt_every = max(1, int(tcfg.log_every)), int(tcfg.ckpt_every)
+    eval_every, sample_every = int(tcfg.get("eval_every", 0)), int(tcfg.get("sample_every", 0))
+    profile_start, profile_steps = int(tcfg.get("profile_start", -1)), int(tcfg.get("profile_steps", 0))
+    profiling = False
+    pending: list[tuple[int, dict]] = []
+    last_metrics: dict[str, float] = {}
+    last_saved = start_step if restored is not None else -1
+    window_start, window_steps = time.perf_counter(), 0
+    preempted = False
+    bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc=config.task, dynamic_ncols=True)
+    step = start_step
+    try:
+        with _Preemption() as preemption, sharding_lib.use_mesh(mesh, setup.rules):
+            while step < total_steps:
+                batch = _global_batch(next(data), setup)
+                if compiled_step is None:
+                    batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
+                    compiled_step = jax.jit(step_fn, in_shardings=(setup.state_shardings, batch_shardings, replicated),
+                                            out_shardings=(setup.state_shardings, replicated), donate_argnums=0)
+                if step == profile_start and profile_steps > 0:
+                    jax.profiler.start_trace(str(workdir / "profile"))
+                    profiling = True
+                state, metrics = compiled_step(state, batch, jnp.asarray(step, jnp.int32))
+                step += 1
+                window_steps += 1
+                pending.append((step, metrics))
+                if profiling and step >= profile_start + profile_steps:
+                    jax.block_until_ready(state)
+                    jax.profiler.stop_trace()
+                    profiling = False
+
+                save_now = (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps or preemption.requested
+                if step % log_every == 0 or save_now:
+                    fetched = [(s, jax.device_get(m)) for s, m in pending]
+                    pending.clear()
+                    bad = _first_nonfinite(fetched)
+                    if bad is not None:
+                        raise NonFiniteLossError(
+                            f"loss is {float(bad[1]['loss'])} at step {bad[0]} (task {config.task}); stopped. "
+                            f"The last good checkpoint is step {checkpointer.latest_step()} in "
+                            f"{checkpointer.directory}. Lower train.lr or check the data, then re-run to resume.")
+                    elapsed = time.perf_counter() - window_start
+                    last_metrics = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
+                    last_metrics["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
+                    writer.write(step, last_metrics)
+                    bar.set_postfix(loss=f"{last_metrics['loss']:.4g}", steps_s=f"{last_metrics['steps_per_sec']:.2f}")
+                    window_start, window_steps = time.perf_counter(), 0
+                bar.update(1)
+
+                if eval_every and setup.task.eval_fn and (step % eval_every == 0 or step == total_steps):
+                    eval_metrics = setup.task.eval_fn(state, step, workdir)
+                    writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+                    log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
+                if sample_every and setup.task.sample_fn and (step % sample_every == 0 or step == total_steps):
+                    setup.task.sample_fn(state, step, workdir)
+
+                if save_now and step != last_saved:
+                    checkpointer.save(step, state, data_state=data.get_state(), meta=meta(),
+                                      wait=preemption.requested or step == total_steps)
+                    last_saved = step
+                if preemption.requested:
+                    preempted = True
+                    msg = f"SIGTERM received: saved checkpoint at step {step} in {checkpointer.directory}; exiting."
+                    log.warning(msg)
+                    print(msg, flush=True)
+                    break
+    finally:
+        if profiling:
+            jax.profiler.stop_trace()
+        bar.close()
+        writer.close()
+        checkpointer.close()
+    return TrainResult(state=state, step=step, last_metrics=last_metrics, preempted=preempted)
+
+
+def restore_state(workdir: str | pathlib.Path, *, mesh: Mesh | None = None, step: int | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> tuple[ml_collections.ConfigDict, Any, Setup]:
+    """The config and the newest good train state of a run, on `mesh` (default: the config's mesh).
+
+    `overrides` ({"data.source": "folder", ...}) adjust the saved config (e.g. to point evaluation at other data).
+    """
+    workdir = pathlib.Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: is {workdir} a training workdir (motionaura train "
+                                f"--workdir=...)?")
+    config = config_lib.config_from_json(config_path)
+    for key, value in (overrides or {}).items():
+        config_lib.apply_override(config, key, str(value))
+    if mesh is None:
+        mesh_config = dict(config.mesh.to_dict())
+        # The saved mesh may not fit this machine: fall back to pure data parallelism over what is here.
+        try:
+            mesh = mesh_lib.make_mesh(mesh_config)
+        except mesh_lib.MeshError:
+            mesh = mesh_lib.make_mesh({"data": -1})
+    setup = build(config, mesh)
+    with Checkpointer(workdir / "checkpoints") as checkpointer:
+        restored = checkpointer.restore(setup.abstract_state, step=step)
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
+    return config, restored.state, setup
