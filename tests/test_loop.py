@@ -78,3 +78,13 @@ def test_batch_size_not_divisible_by_mesh_is_a_clear_error(tmp_path):
     config = tiny_config(**{"train.batch_size": 12, "mesh.data": 8})
     with pytest.raises(ValueError, match="multiple of data\\*fsdp=8"):
         loop.train(config, tmp_path)
+
+
+def test_eval_hook_and_profiler_window(tmp_path):
+    config = tiny_config(**{"train.eval_every": 3, "train.profile_start": 2, "train.profile_steps": 2})
+    loop.train(config, tmp_path)
+    evals = [m for m in read_metrics(tmp_path) if "eval/loss" in m]
+    assert [m["step"] for m in evals] == [3, 6]
+    assert evals[1]["eval/loss"] < evals[0]["eval/loss"] * 1.5 and np.isfinite(evals[1]["eval/loss"])
+    assert any((tmp_path / "profile").rglob("*.xplane.pb")), "profiler window wrote no trace"
+    assert any((tmp_path / "tensorboard").iterdir())

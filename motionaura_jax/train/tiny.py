@@ -96,4 +96,12 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         return TinyRegressionData(config.data, global_batch=config.train.batch_size, seed=config.train.seed,
                                   process_index=process_index, process_count=process_count)
 
-    return Task(init_state=init_state, train_step=train_step, make_data=make_data)
+    held_out = TinyRegressionData(config.data, global_batch=config.train.batch_size, seed=config.train.seed + 1,
+                                  process_index=0, process_count=1)
+    eval_x, eval_y = (np.stack(a) for a in zip(*(held_out.example(i) for i in range(64)), strict=True))
+    eval_loss = jax.jit(lambda params: mse(model.apply({"params": params}, eval_x), eval_y))
+
+    def eval_fn(state: TrainState, step: int, workdir) -> dict[str, float]:
+        return {"loss": float(eval_loss(state.params))}
+
+    return Task(init_state=init_state, train_step=train_step, make_data=make_data, eval_fn=eval_fn)
