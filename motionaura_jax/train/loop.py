@@ -204,14 +204,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     pending: list[tuple[int, dict]] = []
     last_metrics: dict[str, float] = {}
     last_saved = start_step if restored is not None else -1
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
     preempted = False
     bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc=config.task, dynamic_ncols=True)
     step = start_step
     try:
         with _Preemption() as preemption, sharding_lib.use_mesh(mesh, setup.rules):
             while step < total_steps:
+                wait_start = time.perf_counter()
                 batch = _global_batch(next(data), setup)
+                data_wait += time.perf_counter() - wait_start
                 if compiled_step is None:
                     batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
                     compiled_step = jax.jit(step_fn, in_shardings=(setup.state_shardings, batch_shardings, replicated),
@@ -241,9 +243,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                     elapsed = time.perf_counter() - window_start
                     last_metrics = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
                     last_metrics["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
+                    # Fraction of wall time the loop spent waiting for the input pipeline.
+                    last_metrics["data_wait_frac"] = data_wait / max(elapsed, 1e-9)
                     writer.write(step, last_metrics)
                     bar.set_postfix(loss=f"{last_metrics['loss']:.4g}", steps_s=f"{last_metrics['steps_per_sec']:.2f}")
-                    window_start, window_steps = time.perf_counter(), 0
+                    window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
                 bar.update(1)
 
                 if eval_every and setup.task.eval_fn and (step % eval_every == 0 or step == total_steps):
