@@ -49,9 +49,13 @@ class FVDProtocol:
 
     def __post_init__(self):
         if self.num_frames < I3D_MIN_FRAMES:
-            raise ValueError(f"FVDProtocol.num_frames={self.num_frames}: I3D needs at least {I3D_MIN_FRAMES} frames")
+            raise ValueError(
+                f"FVDProtocol.num_frames={self.num_frames}: I3D needs at least {I3D_MIN_FRAMES} frames"
+            )
         if self.frame_sampling != "first":
-            raise ValueError(f"FVDProtocol.frame_sampling={self.frame_sampling!r}: only 'first' is implemented")
+            raise ValueError(
+                f"FVDProtocol.frame_sampling={self.frame_sampling!r}: only 'first' is implemented"
+            )
         if self.feature_layer not in ("Logits", "Mixed_5c"):
             raise ValueError(f"FVDProtocol.feature_layer={self.feature_layer!r}: use 'Logits' or 'Mixed_5c'")
 
@@ -87,7 +91,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"frechet_distance: shapes mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}")
+        raise ValueError(
+            f"frechet_distance: shapes mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}"
+        )
     root1 = _psd_sqrt((sigma1 + sigma1.T) / 2)
     middle = root1 @ sigma2 @ root1
     eig = np.linalg.eigvalsh((middle + middle.T) / 2)
@@ -146,7 +152,7 @@ def _to_unit_range(videos_bthwc: np.ndarray) -> np.ndarray:
     v = v.astype(np.float32)
     if v.size and (v.min() < -1.0 - 1e-3 or v.max() > 1.0 + 1e-3):
         raise ValueError(
-            f"FVD clips must be uint8 or float in [-1, 1]; got float values in [{v.min():.3g}, {v.max():.3g}]. "
+            f"FVD clips must be uint8 or float in [-1, 1]; got values in [{v.min():.3g}, {v.max():.3g}]. "
             "Map [0, 1] clips with 2x - 1 (a wrong range silently gives a meaningless FVD)."
         )
     return v
@@ -209,13 +215,17 @@ def fvd(
     protocol: FVDProtocol | None = None,
     extractor: I3DFeatures | None = None,
     progress: bool = False,
+    real_features: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """FVD between two sets of clips; returns {"fvd", "num_clips_real", "num_clips_fake", "protocol"}."""
+    """FVD between two sets of clips; returns {"fvd", "num_clips_real", "num_clips_fake", "protocol"}.
+
+    `real_features` (from the same extractor) skips recomputing the reference set's features.
+    """
     extractor = extractor or I3DFeatures(protocol)
     protocol = extractor.protocol
     real = np.asarray(real_clips)
     fake = np.asarray(fake_clips)
-    feats_real = extractor(real, progress=progress)
+    feats_real = extractor(real, progress=progress) if real_features is None else np.asarray(real_features)
     feats_fake = extractor(fake, progress=progress)
     return {
         "fvd": frechet_distance_from_features(feats_real, feats_fake),
@@ -227,12 +237,14 @@ def fvd(
 
 def protocol_record(protocol: FVDProtocol, real_shape: tuple, fake_shape: tuple) -> dict[str, Any]:
     record = protocol.as_dict()
-    record.update({
-        "num_clips_real": int(real_shape[0]),
-        "num_clips_fake": int(fake_shape[0]),
-        "input_size_real": list(real_shape[1:4]),
-        "input_size_fake": list(fake_shape[1:4]),
-        "weights_sha256": _weights_sha256(),
-        "note": "FVD with fewer clips than feature dims (400) is biased upwards; compare only equal clip counts",
-    })
+    record.update(
+        {
+            "num_clips_real": int(real_shape[0]),
+            "num_clips_fake": int(fake_shape[0]),
+            "input_size_real": list(real_shape[1:4]),
+            "input_size_fake": list(fake_shape[1:4]),
+            "weights_sha256": _weights_sha256(),
+            "note": "fewer clips than feature dims bias FVD upwards; compare equal clip counts only",
+        }
+    )
     return record

@@ -117,7 +117,9 @@ def ssim_frames(x: jax.Array, y: jax.Array, data_range: float = 2.0, window: str
     taps = _window_taps(window)
     k = len(taps)
     if x.shape[-3] < k or x.shape[-2] < k:
-        raise ValueError(f"ssim: frames {x.shape[-3]}x{x.shape[-2]} are smaller than the {k}x{k} {window} window")
+        raise ValueError(
+            f"ssim: frames {x.shape[-3]}x{x.shape[-2]} are smaller than the {k}x{k} {window} window"
+        )
     # Channels first so the filter runs over (H, W).
     x = jnp.moveaxis(jnp.asarray(x, jnp.float32), -1, -3)
     y = jnp.moveaxis(jnp.asarray(y, jnp.float32), -1, -3)
@@ -139,4 +141,3 @@ def ssim_video(
 ) -> jax.Array:
     """SSIM of each video, the mean of its frames' SSIM: (..., T, H, W, C) -> (...)."""
     return jnp.mean(ssim_frames(x_bthwc, y_bthwc, data_range=data_range, window=window), axis=-1)
-
