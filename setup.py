@@ -31,6 +31,7 @@ setup(
         "tensorboardX>=2.6",
         "tqdm>=4.66",
         "absl-py>=2.1",
+        "matplotlib>=3.9",
     ],
     extras_require={
         "tpu": ["jax[tpu]>=0.10.2"],

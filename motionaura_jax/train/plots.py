@@ -1,0 +1,64 @@
+"""Curves a person can look at: metrics.jsonl of one or more runs -> one PNG with a panel per metric."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+
+from motionaura_jax.train.logging import read_metrics
+
+
+def plot_runs(runs: Mapping[str, str | pathlib.Path], keys: Sequence[str], out: str | pathlib.Path, *,
+              title: str | None = None) -> pathlib.Path:
+    """Plots `keys` against step for every run (label -> workdir) and writes `out` atomically.
+
+    A key missing from every run is an error naming the keys that do exist.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    seen: set[str] = set()
+    for label, workdir in runs.items():
+        lines = read_metrics(workdir)
+        if not lines:
+            raise FileNotFoundError(f"no metrics in {pathlib.Path(workdir) / 'metrics.jsonl'}")
+        for line in lines:
+            seen.update(k for k in line if k not in ("step", "time"))
+        series[label] = {
+            key: ([ln["step"] for ln in lines if key in ln], [float(ln[key]) for ln in lines if key in ln])
+            for key in keys
+        }
+    missing = [k for k in keys if not any(series[label][k][0] for label in series)]
+    if missing:
+        raise KeyError(f"metrics {missing} not found in any run; available: {sorted(seen)}")
+
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for label, by_key in series.items():
+            steps, values = by_key[key]
+            if steps:
+                ax.plot(steps, values, label=label, marker="o" if len(steps) < 30 else None, markersize=3)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
