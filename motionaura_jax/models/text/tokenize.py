@@ -3,7 +3,8 @@
 * `ByteTokenizer`: ByT5-style byte-level ids (UTF-8 byte + 3, eos=1, pad=0) that need no file; identical to
   transformers' `ByT5Tokenizer()` and usable with any T5 whose vocabulary has at least 259 entries.
 * `FileTokenizer`: a model folder's own tokenizer: `tokenizer.json` through the `tokenizers` library (fast, no
-  transformers import), otherwise `transformers.AutoTokenizer` on the folder (e.g. a SentencePiece `spiece.model`).
+  transformers import), otherwise `transformers.AutoTokenizer` on the folder (e.g. a SentencePiece
+  `spiece.model`).
 
 Both return `(ids_bl int32, mask_bl bool)` numpy arrays of shape (len(prompts), max_length).
 """
@@ -85,13 +86,17 @@ class FileTokenizer:
             try:
                 self._hf = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
             except Exception as err:  # the tokenizer backend may be missing (e.g. sentencepiece)
-                raise ModelFolderError(f"cannot build the tokenizer of {str(self.model_dir)!r}: {err}. Save a "
-                                       f"tokenizer.json there (tokenizer.save_pretrained) or use the byte "
-                                       f"tokenizer (--tokenizer=bytes)") from err
+                raise ModelFolderError(
+                    f"cannot build the tokenizer of {str(self.model_dir)!r}: {err}. Save a "
+                    f"tokenizer.json there (tokenizer.save_pretrained) or use the byte "
+                    f"tokenizer (--tokenizer=bytes)"
+                ) from err
         else:
             raise ModelFolderError(
-                f"model folder {str(self.model_dir)!r} has no tokenizer file (tokenizer.json or spiece.model); "
-                f"copy the tokenizer next to the weights or use the byte-level tokenizer (--tokenizer=bytes)")
+                f"model folder {str(self.model_dir)!r} has no tokenizer file"
+                f" (tokenizer.json or spiece.model); copy the tokenizer next to the weights or use the"
+                f" byte-level tokenizer (--tokenizer=bytes)"
+            )
 
     def __call__(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         prompts = _check_prompts(prompts)
@@ -102,8 +107,13 @@ class FileTokenizer:
             ids_bl = np.asarray([e.ids for e in encodings], np.int32)
             mask_bl = np.asarray([e.attention_mask for e in encodings], bool)
         else:
-            out = self._hf(prompts, padding="max_length", truncation=True, max_length=self.max_length,
-                           return_tensors="np")
+            out = self._hf(
+                prompts,
+                padding="max_length",
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
             ids_bl, mask_bl = out["input_ids"].astype(np.int32), out["attention_mask"].astype(bool)
         return ids_bl, mask_bl
 
@@ -112,8 +122,9 @@ def has_tokenizer_files(model_dir: str | os.PathLike) -> bool:
     return any((pathlib.Path(model_dir) / name).is_file() for name in TOKENIZER_FILES)
 
 
-def load_tokenizer(model_dir: str | os.PathLike | None, max_length: int,
-                   kind: str = "auto") -> ByteTokenizer | FileTokenizer:
+def load_tokenizer(
+    model_dir: str | os.PathLike | None, max_length: int, kind: str = "auto"
+) -> ByteTokenizer | FileTokenizer:
     """`kind`: "bytes" (no file), "file" (the folder's own), or "auto" (the folder's if present, else an error
     that says how to choose bytes: silently tokenising bytes for a model trained on SentencePiece ids would
     give meaningless embeddings)."""
