@@ -12,8 +12,15 @@ import os
 import pathlib
 import re
 import tempfile
+import warnings
 
 import numpy as np
+
+# ffmpeg runs through subprocess, whose fork is followed at once by exec in C (no Python runs in the child),
+# so JAX's "os.fork() ... may deadlock" warning does not apply to it.
+warnings.filterwarnings(
+    "ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning, module="subprocess"
+)
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".avi", ".mkv", ".mov", ".m4v")
 _FFMPEG_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
