@@ -1,0 +1,161 @@
+"""`motionaura bench data`: clips/s of decode + augment of 17x64x64 MP4 clips, vs plain imageio, same run.
+
+Writes a folder of MP4 clips (Moving Shapes, libx264), then times in one process:
+  peer      imageio.v3.imread(path, plugin="FFMPEG") per file, serially (the usual way to read a video);
+  ours/1    VideoFolder.get (our ffmpeg reader + clip sampling + random crop + flip), serially;
+  pipeline  make_host_iterator over the folder (grain, background decode threads, batches of float32);
+and, for reference, Moving Shapes rendered on the fly and a built TFDS (raw) dataset through the pipeline.
+Compare `pipeline` clips/s with the training step's clips/s (batch / step time) to see if data keeps up.
+
+    motionaura bench data
+    motionaura bench data --clips 64 --batch 8 --threads 1,2,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import tempfile
+import time
+from typing import Any
+
+import ml_collections
+
+
+def measure_pipeline(
+    data_cfg: ml_collections.ConfigDict,
+    *,
+    batch_size: int = 8,
+    num_batches: int = 8,
+    warmup: int = 1,
+    split: str = "train",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Clips/s that `make_host_iterator(data_cfg)` delivers to a consumer that does nothing else."""
+    from motionaura_jax.data.pipeline import make_host_iterator
+
+    start = time.perf_counter()
+    it = make_host_iterator(data_cfg, batch_size=batch_size, split=split, seed=seed)
+    for _ in range(warmup):
+        next(it)
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(it)
+    elapsed = time.perf_counter() - start
+    return {
+        "clips_per_s": num_batches * batch_size / elapsed,
+        "s_per_batch": elapsed / num_batches,
+        "setup_s": setup_s,
+        "batch_size": batch_size,
+    }
+
+
+def _time_serial(fn, items) -> float:
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - start)
+
+
+def run(
+    clips: int = 32,
+    frames: int = 17,
+    size: int = 64,
+    batch: int = 8,
+    threads=(1, 2, 4),
+    workdir: str | None = None,
+) -> dict[str, Any]:
+    import imageio.v3 as iio
+
+    from motionaura_jax.data import tfds_builder, video_io
+    from motionaura_jax.data.synthetic import MovingShapes
+    from motionaura_jax.data.video_folder import VideoFolder
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        root = pathlib.Path(tmp) / "videos"
+        shapes = MovingShapes(frames=frames, size=size, num_clips=clips, fps=8.0)
+        paths = [
+            video_io.write_video(root / f"clip_{i:04d}.mp4", shapes[i]["video"], fps=8.0)
+            for i in range(clips)
+        ]
+        results: dict[str, Any] = {"clip": f"{frames}x{size}x{size} MP4 (libx264)", "clips": clips}
+        results["peer_imageio_serial_clips_per_s"] = _time_serial(
+            lambda p: iio.imread(p, plugin="FFMPEG"), paths
+        )
+        folder = VideoFolder(root, frames=frames, size=size, random_crop=True, flip=True)
+        results["ours_serial_clips_per_s"] = _time_serial(folder.get, list(range(clips)))
+        results["ours_vs_peer_serial"] = (
+            results["ours_serial_clips_per_s"] / results["peer_imageio_serial_clips_per_s"]
+        )
+        num_batches = max(2, clips // batch)
+        for n in threads:
+            cfg = ml_collections.ConfigDict(
+                dict(
+                    source="folder",
+                    path=str(root),
+                    frames=frames,
+                    size=size,
+                    fps=0.0,
+                    flip=True,
+                    read_threads=n,
+                    prefetch=2 * batch,
+                )
+            )
+            results[f"pipeline_folder_threads{n}"] = measure_pipeline(
+                cfg, batch_size=batch, num_batches=num_batches
+            )
+        cfg = ml_collections.ConfigDict(
+            dict(source="synthetic", frames=frames, size=size, read_threads=2, prefetch=2 * batch)
+        )
+        results["pipeline_synthetic_threads2"] = measure_pipeline(
+            cfg, batch_size=batch, num_batches=num_batches
+        )
+        tfds_dir = pathlib.Path(tmp) / "tfds"
+        tfds_builder.build_dataset(
+            tfds_dir,
+            source="synthetic",
+            frames=frames,
+            size=size,
+            split_sizes={"train": clips, "validation": 0, "test": 0, "heldout": 0},
+        )
+        cfg = ml_collections.ConfigDict(
+            dict(
+                source="tfds",
+                path=str(tfds_dir),
+                frames=frames,
+                size=size,
+                read_threads=2,
+                prefetch=2 * batch,
+            )
+        )
+        results["pipeline_tfds_raw_threads2"] = measure_pipeline(
+            cfg, batch_size=batch, num_batches=num_batches
+        )
+    return results
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="motionaura bench data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", default="1,2,4", help="decode threads to try, comma separated")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    results = run(
+        args.clips, args.frames, args.size, args.batch, tuple(int(t) for t in args.threads.split(","))
+    )
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        from motionaura_jax.config import write_atomic
+
+        write_atomic(args.json, text + "\n")
+    return 0
