@@ -22,7 +22,7 @@ from motionaura_jax.models.text.loading import (
 )
 from motionaura_jax.models.text.tokenize import ByteTokenizer
 from motionaura_jax.parallel.mesh import make_mesh
-from motionaura_jax.parallel.sharding import logical_axes_tree
+from motionaura_jax.parallel.sharding import logical_axes_tree, use_mesh
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -209,6 +209,13 @@ def test_sharded_load_equals_unsharded(tmp_path):
         assert "fsdp" in str(spec["['params']['embed']['embedding']"])
         q = sharded["params"]["blocks" if scan else "block_0"]["attention"]["q"]["kernel"]
         assert q.addressable_shards[0].data.shape[1 if scan else 0] == 64 // 8
+        # The sharded params run under the mesh (activation constraints active) and give the same output.
+        model, _ = t5.load_t5_encoder(tmp_path, scan_layers=scan, progress=False)
+        ids_bl, mask_bl = ByteTokenizer(16)(SENTENCES * 2)
+        expected = np.asarray(model.apply(plain, ids_bl, mask_bl))
+        with use_mesh(mesh):
+            out = jax.jit(model.apply)(sharded, jnp.asarray(ids_bl), jnp.asarray(mask_bl))
+        np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
 
 
 def test_read_block_slices_match_full_read(tmp_path):

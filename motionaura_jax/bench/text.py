@@ -141,12 +141,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0: PyTorch's default (all cores)")
     args = parser.parse_args(argv)
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         print("bench text needs PyTorch (the peer): pip install -r requirements-test.txt")
         return 2
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     rows = run(configs, args.batch, args.max_length, args.rounds, args.warmup)
     print(format_table(rows, args.batch, args.max_length, args.rounds))
