@@ -1,6 +1,11 @@
 """`motionaura bench data` runs end to end at a tiny size and reports positive clip rates."""
 
+import pytest
+
 from motionaura_jax.bench import data as bench_data
+
+# ffmpeg starts through fork+exec in C; JAX's fork warning does not apply (see data/video_io.py).
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
 
 def test_bench_data_reports_clip_rates(tmp_path):

@@ -14,6 +14,9 @@ from motionaura_jax.data import video_io
 from motionaura_jax.data.pipeline import make_host_iterator
 from motionaura_jax.data.synthetic import MovingShapes
 
+# ffmpeg starts through fork+exec in C; JAX's fork warning does not apply (see data/video_io.py).
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 CAPTIONS = ["a red circle moving left", "a blue square moving up", "a green triangle moving down"]
 
 
@@ -114,6 +117,10 @@ def test_folder_trains_through_the_loop(tmp_path, monkeypatch):
     config.train.update(steps=4, batch_size=8, log_every=2, ckpt_every=2)
     result = loop.train(config, tmp_path / "run")
     assert result.step == 4 and np.isfinite(result.last_metrics["loss"])
+    # Resuming restores the data iterator's state from the checkpoint and carries on.
+    config.train.steps = 6
+    result = loop.train(config, tmp_path / "run")
+    assert result.step == 6 and np.isfinite(result.last_metrics["loss"])
 
 
 def test_two_processes_get_disjoint_shards_covering_each_epoch():

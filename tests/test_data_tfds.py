@@ -17,6 +17,9 @@ from motionaura_jax.data.pipeline import make_host_iterator, to_model_range
 from motionaura_jax.data.synthetic import MovingShapes
 from motionaura_jax.data.video_folder import VideoFolder
 
+# ffmpeg starts through fork+exec in C; JAX's fork warning does not apply (see data/video_io.py).
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 
 @pytest.mark.parametrize("storage", ["raw", "video"])
 def test_synthetic_build_round_trip_is_exact(tmp_path, storage):

@@ -7,6 +7,9 @@ from motionaura_jax.data import video_io
 from motionaura_jax.data.synthetic import MovingShapes
 from motionaura_jax.data.video_folder import clip_frame_indices, resize_and_crop
 
+# ffmpeg starts through fork+exec in C; JAX's fork warning does not apply (see data/video_io.py).
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 
 @pytest.fixture(scope="module")
 def clip():

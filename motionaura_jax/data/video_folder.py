@@ -217,6 +217,16 @@ class VideoFolder:
         if first:
             log.warning("skipping unreadable video %s: %s", path, reason)
 
+    def __getstate__(self) -> dict:
+        # Picklable for grain worker processes (a lock is not).
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __len__(self) -> int:
         return len(self.entries)
 
