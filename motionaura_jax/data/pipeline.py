@@ -208,7 +208,7 @@ class _LoadClip:
             "video": to_model_range(clip["video"]),
             "fps": np.float32(clip["fps"]),
             "caption": np.asarray(clip["caption"]),
-            "index": np.int64(index),
+            "index": np.int32(index),  # int32: jax without x64 would truncate int64 anyway
         }
         for name in ("masks", "sketch"):
             if name in clip:
