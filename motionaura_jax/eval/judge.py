@@ -243,7 +243,7 @@ def score_objects(found: list[JudgedObject], caption: str) -> dict[str, Any]:
     candidates = found[: len(wanted) + 2]  # the largest few; tiny spurious blobs never outrank objects
     best: tuple[int, list] | None = None
     slots = list(range(len(candidates))) + [None] * len(wanted)
-    for assignment in set(itertools.permutations(slots, len(wanted))):
+    for assignment in dict.fromkeys(itertools.permutations(slots, len(wanted))):  # ordered, deduplicated
         per_object = []
         for (colour, shape, direction), a in zip(wanted, assignment, strict=True):
             if a is None:
