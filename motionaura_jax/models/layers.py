@@ -1,15 +1,16 @@
 """Building blocks shared by the models: parameter helpers, per-frame norms, causal 3D convolutions.
 
-Video tensors are channels-last `x_bthwc` (batch, frames, height, width, channels). Everything here is causal in
-time: an output frame never reads a later input frame. Causal layers can run in *streaming* mode: when the
-"cache" variable collection is mutable (`apply(..., mutable=["cache"])`, outside `init`), each causal layer keeps
-the input frames the next chunk needs, so a long clip encoded chunk by chunk equals the whole-clip result.
+Video tensors are channels-last `x_bthwc` (batch, frames, height, width, channels). Everything here is causal
+in time: an output frame never reads a later input frame. Causal layers can run in *streaming* mode: when the
+"cache" variable collection is mutable (`apply(..., mutable=["cache"])`, outside `init`), each causal layer
+keeps the input frames the next chunk needs, so a long clip encoded chunk by chunk equals the whole-clip
+result.
 
 Measured on the project's CPU machine (jax 0.10.2): XLA CPU runs a depthwise 3D conv written with
 `feature_group_count` ~24x slower than a dense conv, so `depthwise_conv3d` defaults to a shift-and-add form
-(27 shifted multiply-adds that XLA fuses into one loop); `impl="grouped"` keeps the `lax.conv` form (the better
-choice on TPU/GPU). Spatial downsampling is written as space-to-depth + matmul (a stride-p, kernel-p conv), which
-is exact as a conv and fast everywhere.
+(27 shifted multiply-adds that XLA fuses into one loop); `impl="grouped"` keeps the `lax.conv` form (the
+better choice on TPU/GPU). Spatial downsampling is written as space-to-depth + matmul (a stride-p, kernel-p
+conv), which is exact as a conv and fast everywhere.
 """
 
 from __future__ import annotations
@@ -23,19 +24,31 @@ import jax.numpy as jnp
 Names = tuple[str | None, ...]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Parameter helpers
 
 
-def dense(features: int, names: tuple[str | None, str | None], name: str, *, use_bias: bool = True,
-          kernel_init=nn.initializers.lecun_normal(), dtype=None) -> nn.Dense:
+def dense(
+    features: int,
+    names: tuple[str | None, str | None],
+    name: str,
+    *,
+    use_bias: bool = True,
+    kernel_init=None,
+    dtype=None,
+) -> nn.Dense:
     """nn.Dense whose kernel (and bias) carry logical axis names."""
-    return nn.Dense(features, use_bias=use_bias, name=name, dtype=dtype,
-                    kernel_init=nn.with_logical_partitioning(kernel_init, names),
-                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[1],)))
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        name=name,
+        dtype=dtype,
+        kernel_init=nn.with_logical_partitioning(kernel_init or nn.initializers.lecun_normal(), names),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[1],)),
+    )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Layout helpers
 
 
@@ -61,13 +74,14 @@ def depth_to_space(x_bthwc: jax.Array, patch: int) -> jax.Array:
     return x.reshape(b, t, h * patch, w * patch, c)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Norms: per frame / per position, so they stay causal and chunkable (a GroupNorm over (T,H,W) would leak future
-# frames into the statistics of past ones).
+# ------------------------------------------------------------------------------------------------------------
+# Norms: per frame / per position, so they stay causal and chunkable (a GroupNorm over (T,H,W) would leak
+# future frames into the statistics of past ones).
 
 
 class FrameNorm(nn.Module):
-    """`kind`: "group" (GroupNorm over H,W and channel groups of each frame), "layer" (over channels) or "rms"."""
+    """`kind`: "group" (GroupNorm over H,W and channel groups of each frame), "layer" (over channels) or
+    "rms"."""
 
     kind: str = "group"
     groups: int = 32
@@ -105,7 +119,7 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
     return 1
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Causal time padding with an optional streaming cache
 
 
@@ -113,13 +127,14 @@ def _streaming(module: nn.Module) -> bool:
     return module.is_mutable_collection("cache") and not module.is_initializing()
 
 
-def causal_time_pad(module: nn.Module, x_bthwc: jax.Array, kernel: int, stride: int = 1,
-                    mode: str = "replicate") -> jax.Array:
+def causal_time_pad(
+    module: nn.Module, x_bthwc: jax.Array, kernel: int, stride: int = 1, mode: str = "replicate"
+) -> jax.Array:
     """Prepends the frames a causal temporal window of `kernel` taps needs.
 
-    Whole clip: `kernel - 1` padding frames ("replicate" repeats frame 0, "zeros" is zeros). Streaming: the first
-    chunk is padded the same way; later chunks get the frames the previous chunk left over (kept in the "cache"
-    collection), so windows continue exactly where they stopped, for any stride.
+    Whole clip: `kernel - 1` padding frames ("replicate" repeats frame 0, "zeros" is zeros). Streaming: the
+    first chunk is padded the same way; later chunks get the frames the previous chunk left over (kept in the
+    "cache" collection), so windows continue exactly where they stopped, for any stride.
     """
     if kernel == 1 and stride == 1:
         return x_bthwc
@@ -136,17 +151,19 @@ def causal_time_pad(module: nn.Module, x_bthwc: jax.Array, kernel: int, stride: 
     cache = module.variable("cache", "frames", initial_pad)
     xp = jnp.concatenate([cache.value, x_bthwc], axis=1)
     n_out = (xp.shape[1] - kernel) // stride + 1 if xp.shape[1] >= kernel else 0
-    cache.value = xp[:, n_out * stride:]
+    cache.value = xp[:, n_out * stride :]
     return xp
 
 
 def time_windows(xp_bthwc: jax.Array, kernel: int, stride: int) -> list[jax.Array]:
-    """The `kernel` strided frame views of a (causally padded) clip: window j holds xp[j*stride + i] in view i."""
+    """The `kernel` strided frame views of a causally padded clip: view i holds xp[j*stride + i] at j."""
     n_out = (xp_bthwc.shape[1] - kernel) // stride + 1
-    return [jax.lax.slice_in_dim(xp_bthwc, i, i + (n_out - 1) * stride + 1, stride, axis=1) for i in range(kernel)]
+    return [
+        jax.lax.slice_in_dim(xp_bthwc, i, i + (n_out - 1) * stride + 1, stride, axis=1) for i in range(kernel)
+    ]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Depthwise 3D convolution
 
 
@@ -160,8 +177,13 @@ def depthwise_conv3d(xp_bthwc: jax.Array, kernel_thwc: jax.Array, impl: str = "s
     kernel_thwc = kernel_thwc.astype(xp_bthwc.dtype)
     if impl == "grouped":
         return jax.lax.conv_general_dilated(
-            xp_bthwc, kernel_thwc.reshape(kt, kh, kw, 1, c), window_strides=(1, 1, 1), padding="VALID",
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), feature_group_count=c)
+            xp_bthwc,
+            kernel_thwc.reshape(kt, kh, kw, 1, c),
+            window_strides=(1, 1, 1),
+            padding="VALID",
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+            feature_group_count=c,
+        )
     if impl != "shift_add":
         raise ValueError(f"depthwise impl {impl!r}: use shift_add or grouped")
     b, tp, hp, wp, _ = xp_bthwc.shape
@@ -170,7 +192,7 @@ def depthwise_conv3d(xp_bthwc: jax.Array, kernel_thwc: jax.Array, impl: str = "s
     for a in range(kt):
         for i in range(kh):
             for j in range(kw):
-                term = xp_bthwc[:, a:a + t, i:i + h, j:j + w, :] * kernel_thwc[a, i, j]
+                term = xp_bthwc[:, a : a + t, i : i + h, j : j + w, :] * kernel_thwc[a, i, j]
                 out = term if out is None else out + term
     return out
 
@@ -187,29 +209,34 @@ class CausalDepthwiseConv3D(nn.Module):
     def __call__(self, x_bthwc: jax.Array) -> jax.Array:
         kt, kh, kw = self.kernel
         c = x_bthwc.shape[-1]
-        fan_in = kt * kh * kw
-        w = self.param("kernel", nn.with_logical_partitioning(
-            nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1, 2), out_axis=()),
-            (None, None, None, "conv_out")), (kt, kh, kw, c))
-        del fan_in
+        w = self.param(
+            "kernel",
+            nn.with_logical_partitioning(
+                nn.initializers.normal(stddev=(kt * kh * kw) ** -0.5), (None, None, None, "conv_out")
+            ),
+            (kt, kh, kw, c),
+        )
         xp = causal_time_pad(self, x_bthwc, kt, 1, self.pad_mode)
         xp = jnp.pad(xp, ((0, 0), (0, 0), (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), (0, 0)))
         y = depthwise_conv3d(xp, w, self.impl)
         if self.use_bias:
-            y = y + self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
-                               (c,)).astype(y.dtype)
+            y = y + self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (c,)
+            ).astype(y.dtype)
         return y
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Dense (matmul) convolutions: patch convs for resampling
 
 
 class CausalPatchConv(nn.Module):
-    """A conv with spatial kernel = stride = `patch` and a causal temporal window (`time_kernel`, `time_stride`).
+    """A conv with spatial kernel = stride = `patch` and a causal temporal window (`time_kernel`,
+    `time_stride`).
 
     Written as time-im2col + space-to-depth + one matmul. With time_stride 2 and an input of 1+2m frames it
-    yields 1+m frames: output j reads input frames 2j-2..2j, so frame 0 is kept on its own ("first frame kept").
+    yields 1+m frames: output j reads input frames 2j-2..2j, so frame 0 is kept on its own ("first frame
+    kept").
     """
 
     features: int
@@ -233,8 +260,9 @@ class CausalPatchConv(nn.Module):
 
 class PatchUpsample(nn.Module):
     """The decoder's inverse of `CausalPatchConv`: a matmul to patch*patch*time_stride*features, then
-    depth-to-space in space and time. With time_stride 2, latent frame 0 gives one frame and every later latent
-    frame two, so 1+m latent frames give 1+2m frames (streaming: only the very first chunk drops a frame)."""
+    depth-to-space in space and time. With time_stride 2, latent frame 0 gives one frame and every later
+    latent frame two, so 1+m latent frames give 1+2m frames (streaming: only the very first chunk drops a
+    frame)."""
 
     features: int
     patch: int = 1
@@ -249,11 +277,13 @@ class PatchUpsample(nn.Module):
         b, t, h, w, _ = y.shape
         if s > 1:
             y = y.reshape(b, t, h, w, s, -1).transpose(0, 1, 4, 2, 3, 5).reshape(b, t * s, h, w, -1)
+            # Only the clip's first chunk starts with latent frame 0. In streaming mode "first" is whether
+            # this layer's cache marker exists yet: part of the variables' structure, so it is static under
+            # jit.
+            first = True
             if _streaming(self):
-                first = self.variable("cache", "first_chunk", lambda: jnp.array(True))
-                if bool(first.value):  # a Python-level flag: streaming chunks run eagerly or retrace
-                    y = y[:, s - 1:]
-                first.value = jnp.array(False)
-            else:
-                y = y[:, s - 1:]
+                first = not self.has_variable("cache", "started")
+                self.variable("cache", "started", lambda: jnp.zeros((), jnp.int32))
+            if first:
+                y = y[:, s - 1 :]
         return depth_to_space(y, p)

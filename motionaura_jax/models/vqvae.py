@@ -1,0 +1,336 @@
+"""3D-MBQ-VAE: a causal MBConv3D encoder/decoder around a vector quantizer, the masked-frame-index (MFI) head
+and the training-time masking (random square patches + one fully masked frame per clip).
+
+Shapes: clips are `x_bthwc` in [-1, 1] with T = 1 + 4k frames (any 1 + 2^n k with n temporal downsamplings).
+The first frame is kept on its own (causal, CogVideoX-style), so 17 frames -> 5 latent frames at 4x.
+
+Layout (every choice is a `config.model` key):
+  encoder: patchified stem (space-to-depth `stem_patch` + matmul; no 3D conv at full resolution)
+           -> per stage: `blocks[i]` MBConv3D at `channels[i]`, then a causal patch-conv downsample
+              (space x2 if `down_space[i]`, time x2 with the first frame kept if `down_time[i]`)
+           -> mid: `mid_blocks` MBConv3D (+ per-frame spatial attention if `mid_attention`) -> norm, SiLU,
+  matmul to `z_channels` decoder: the mirror image with sub-pixel (matmul + depth-to-space) upsampling.
+  MBConv3D: pre-norm -> 1x1x1 expand (x`expand`) -> SiLU -> depthwise kxkxk causal conv ("3d") or kxk then k
+            ("2+1d") -> norm -> SiLU -> squeeze-excite per frame (`se_ratio`, 0 = off) -> 1x1x1 project
+            (zero-initialised, so every block starts as the identity) -> residual.
+All norms, SE and attention act per frame, so the whole tokenizer is causal in time and streamable
+(see `layers.causal_time_pad`).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from motionaura_jax.models.layers import (
+    CausalDepthwiseConv3D,
+    CausalPatchConv,
+    FrameNorm,
+    PatchUpsample,
+    dense,
+)
+from motionaura_jax.models.quantizer import QuantizerOutput, VectorQuantizer, lookup_codes
+from motionaura_jax.parallel.sharding import constrain
+
+VIDEO_AXES = ("act_batch", "act_frames", "act_height", "act_width", "act_embed")
+EXPANDED_AXES = ("act_batch", "act_frames", "act_height", "act_width", "act_mlp")
+
+
+def _dtype(config: ml_collections.ConfigDict):
+    return jnp.dtype(config.get("dtype", "float32"))
+
+
+def _norm(config: ml_collections.ConfigDict, name: str) -> FrameNorm:
+    return FrameNorm(kind=config.norm, groups=config.norm_groups, name=name)
+
+
+class MBConv3D(nn.Module):
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, x_bthwc: jax.Array) -> jax.Array:
+        c = self.config
+        channels = x_bthwc.shape[-1]
+        expanded = channels * c.expand
+        k = c.kernel_size
+        h = _norm(c, "norm_in")(x_bthwc)
+        h = nn.silu(dense(expanded, ("conv_in", "conv_out"), "expand")(h))
+        h = constrain(h, EXPANDED_AXES)
+        if c.depthwise == "3d":
+            h = CausalDepthwiseConv3D((k, k, k), c.depthwise_impl, c.causal_pad, name="depthwise")(h)
+        elif c.depthwise == "2+1d":
+            h = CausalDepthwiseConv3D((1, k, k), c.depthwise_impl, c.causal_pad, name="depthwise_space")(h)
+            h = CausalDepthwiseConv3D((k, 1, 1), c.depthwise_impl, c.causal_pad, name="depthwise_time")(h)
+        else:
+            raise ValueError(f"model.depthwise={c.depthwise!r}: use '3d' or '2+1d'")
+        if c.mid_norm:
+            h = _norm(c, "norm_mid")(h)
+        h = nn.silu(h)
+        if c.se_ratio > 0:
+            # Squeeze-excite per frame (a pool over T would let later frames steer earlier ones).
+            s = jnp.mean(h.astype(jnp.float32), axis=(2, 3), keepdims=True).astype(h.dtype)
+            s = nn.silu(dense(max(1, int(channels * c.se_ratio)), ("conv_out", None), "se_reduce")(s))
+            h = h * nn.sigmoid(dense(expanded, (None, "conv_out"), "se_expand")(s))
+        h = dense(channels, ("conv_out", "conv_in"), "project", kernel_init=nn.initializers.zeros)(h)
+        return constrain(x_bthwc + h, VIDEO_AXES)
+
+
+class FrameAttention(nn.Module):
+    """Self-attention over the H*W positions of each frame (per frame: causal in time)."""
+
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, x_bthwc: jax.Array) -> jax.Array:
+        c = self.config
+        b, t, hh, ww, ch = x_bthwc.shape
+        heads = c.attn_heads
+        if ch % heads:
+            raise ValueError(f"attention: {ch} channels do not split into model.attn_heads={heads}")
+        h = _norm(c, "norm")(x_bthwc).reshape(b * t, hh * ww, ch)
+        qkv = dense(3 * ch, ("conv_in", "heads"), "qkv")(h).reshape(b * t, hh * ww, 3, heads, ch // heads)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(ch // heads)
+        attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        o = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, t, hh, ww, ch)
+        return x_bthwc + dense(ch, ("heads", "conv_in"), "out", kernel_init=nn.initializers.zeros)(o)
+
+
+def _block(config: ml_collections.ConfigDict):
+    return nn.remat(MBConv3D) if config.remat else MBConv3D
+
+
+def _check_frames(t: int, config: ml_collections.ConfigDict) -> None:
+    factor = 2 ** sum(bool(d) for d in config.down_time)
+    if (t - 1) % factor:
+        raise ValueError(
+            f"clips need 1 + {factor}k frames for {factor}x temporal compression (first frame kept); "
+            f"got {t}. Set data.frames to e.g. {1 + factor * max(1, (t - 1) // factor)}."
+        )
+
+
+class Encoder(nn.Module):
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, x_bthwc: jax.Array) -> jax.Array:
+        c = self.config
+        n = len(c.channels)
+        h = CausalPatchConv(
+            c.channels[0],
+            patch=c.stem_patch,
+            time_kernel=c.stem_time_kernel,
+            pad_mode=c.causal_pad,
+            names=(None, "conv_in"),
+            name="stem",
+        )(x_bthwc.astype(_dtype(c)))
+        block = _block(c)
+        for i in range(n):
+            for j in range(c.blocks[i]):
+                h = block(c, name=f"stage{i}_block{j}")(h)
+            if i < n - 1:
+                down_t = bool(c.down_time[i])
+                h = CausalPatchConv(
+                    c.channels[i + 1],
+                    patch=2 if c.down_space[i] else 1,
+                    time_kernel=3 if down_t else 1,
+                    time_stride=2 if down_t else 1,
+                    pad_mode=c.causal_pad,
+                    name=f"down{i}",
+                )(h)
+                h = constrain(h, VIDEO_AXES)
+        for j in range(c.mid_blocks):
+            h = block(c, name=f"mid_block{j}")(h)
+            if c.mid_attention and j == 0:
+                h = FrameAttention(c, name="mid_attention")(h)
+        h = nn.silu(_norm(c, "norm_out")(h))
+        return dense(c.z_channels, ("conv_in", None), "conv_out")(h).astype(jnp.float32)
+
+
+class Decoder(nn.Module):
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, z_bthwc: jax.Array) -> jax.Array:
+        c = self.config
+        n = len(c.channels)
+        blocks = c.dec_blocks or c.blocks
+        h = dense(c.channels[-1], (None, "conv_in"), "conv_in")(z_bthwc.astype(_dtype(c)))
+        block = _block(c)
+        for j in range(c.mid_blocks):
+            h = block(c, name=f"mid_block{j}")(h)
+            if c.mid_attention and j == 0:
+                h = FrameAttention(c, name="mid_attention")(h)
+        for i in reversed(range(n)):
+            for j in range(blocks[i]):
+                h = block(c, name=f"stage{i}_block{j}")(h)
+            if i > 0:
+                h = PatchUpsample(
+                    c.channels[i - 1],
+                    patch=2 if c.down_space[i - 1] else 1,
+                    time_stride=2 if c.down_time[i - 1] else 1,
+                    name=f"up{i - 1}",
+                )(h)
+                h = constrain(h, VIDEO_AXES)
+        h = nn.silu(_norm(c, "norm_out")(h))
+        out = PatchUpsample(3, patch=c.stem_patch, names=("conv_in", None), name="head")(h)
+        return out.astype(jnp.float32)
+
+
+class MFIHead(nn.Module):
+    """Masked-frame index: pre-quantization latent -> spatial mean -> flatten over latent frames -> MLP ->
+    logits over the pixel frames (which one was fully masked)."""
+
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, z_bthwc: jax.Array, num_frames: int) -> jax.Array:
+        pooled = jnp.mean(z_bthwc.astype(jnp.float32), axis=(2, 3)).reshape(z_bthwc.shape[0], -1)
+        h = nn.gelu(dense(self.config.mfi_hidden, (None, "mlp"), "fc1")(pooled))
+        return dense(num_frames, ("mlp", None), "fc2")(h)
+
+
+class VQVAE(nn.Module):
+    """`__call__(x, train)` -> dict(recon, ids, z, vq_loss, mfi_logits, metrics); `encode`, `decode`,
+    `decode_ids` for inference (streamable through the "cache" collection)."""
+
+    config: ml_collections.ConfigDict
+
+    def setup(self):
+        self.encoder = Encoder(self.config)
+        self.quantizer = VectorQuantizer(self.config.quantizer)
+        self.decoder = Decoder(self.config)
+        if self.config.mfi:
+            self.mfi = MFIHead(self.config)
+
+    def encode(self, x_bthwc: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
+        """-> (pre-quantization latent z, quantizer output with z_q and ids)."""
+        if not self.is_mutable_collection("cache"):  # chunks after the first need not be 1 + 4k long
+            _check_frames(x_bthwc.shape[1], self.config)
+        z = self.encoder(x_bthwc)
+        return z, self.quantizer(z, train=train)
+
+    def decode(self, z_q_bthwc: jax.Array) -> jax.Array:
+        return self.decoder(z_q_bthwc)
+
+    def decode_ids(self, ids_bthw: jax.Array) -> jax.Array:
+        z_q = lookup_codes(self.quantizer.variables, self.config.quantizer, ids_bthw, self.config.z_channels)
+        return self.decoder(z_q)
+
+    def __call__(self, x_bthwc: jax.Array, *, train: bool = False) -> dict:
+        z, q = self.encode(x_bthwc, train=train)
+        out = {"recon": self.decode(q.z_q), "ids": q.ids, "z": z, "vq_loss": q.loss, "metrics": q.metrics}
+        if self.config.mfi:
+            out["mfi_logits"] = self.mfi(z, x_bthwc.shape[1])
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training-time masking (a function of the clip and an rng; the model sees the masked clip, the loss the
+# clean one)
+
+
+def mask_clip(
+    x_bthwc: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict
+) -> tuple[jax.Array, jax.Array]:
+    """Random black squares plus one fully masked frame per clip.
+
+    config (model.mask): patch_prob (per frame), num_squares, square_min / square_max (side as a fraction of
+    the frame height), full_frame_prob (per clip), fill (the value of masked pixels; -1 = black).
+    Returns (masked clip, index of the fully masked frame or -1 for none). Frame 0 is never fully masked: it
+    carries the causal first frame alone.
+    """
+    b, t, h, w, _ = x_bthwc.shape
+    k_apply, k_side, k_y, k_x, k_full, k_frame = jax.random.split(rng, 6)
+    s = config.num_squares
+    side = jax.random.uniform(k_side, (b, t, s), minval=config.square_min, maxval=config.square_max) * h
+    side = jnp.maximum(jnp.round(side), 1.0)
+    y0 = jax.random.uniform(k_y, (b, t, s)) * (h - side)
+    x0 = jax.random.uniform(k_x, (b, t, s)) * (w - side)
+    ys = jnp.arange(h, dtype=jnp.float32)[None, None, None, :, None]
+    xs = jnp.arange(w, dtype=jnp.float32)[None, None, None, None, :]
+    inside = (
+        (ys >= y0[..., None, None].round())
+        & (ys < (y0 + side)[..., None, None].round())
+        & (xs >= x0[..., None, None].round())
+        & (xs < (x0 + side)[..., None, None].round())
+    )
+    patch_mask = jnp.any(inside, axis=2)  # (b, t, h, w)
+    patch_mask &= (jax.random.uniform(k_apply, (b, t)) < config.patch_prob)[..., None, None]
+    full = jax.random.uniform(k_full, (b,)) < config.full_frame_prob
+    if t > 1:
+        frame = jax.random.randint(k_frame, (b,), 1, t)
+    else:
+        frame = jnp.zeros((b,), jnp.int32)
+        full = jnp.zeros((b,), bool)
+    frame = jnp.where(full, frame, -1).astype(jnp.int32)
+    frame_mask = jnp.arange(t)[None, :] == frame[:, None]  # (b, t)
+    mask = patch_mask | frame_mask[..., None, None]
+    masked = jnp.where(mask[..., None], jnp.asarray(config.fill, x_bthwc.dtype), x_bthwc)
+    return masked, frame
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+    """Every `config.model` key with its default (the quickstart-sized choice); experiments override."""
+    quantizer = ml_collections.ConfigDict(
+        dict(
+            num_codes=1024,  # K; the diffusion vocabulary is K + 1
+            code_dim=8,  # factorised look-up dimension (ViT-VQGAN); == z_channels turns the projections off
+            l2_normalize=True,  # cosine codes
+            ema=True,  # EMA codebook (False: learned codebook with a codebook loss)
+            decay=0.95,
+            eps=1e-5,
+            beta=0.25,  # commitment
+            restart=True,
+            restart_threshold=0.03,  # dead if EMA count < threshold * average count
+        )
+    )
+    return ml_collections.ConfigDict(
+        dict(
+            channels=(32, 64, 96),
+            blocks=(1, 1, 1),
+            dec_blocks=(),  # () = same as blocks
+            down_space=(True, True),
+            down_time=(True, True),  # per stage transition
+            stem_patch=2,
+            stem_time_kernel=1,  # space x stem_patch * 2^sum(down_space)
+            expand=2,
+            kernel_size=3,
+            depthwise="2+1d",
+            depthwise_impl="shift_add",
+            se_ratio=0.25,
+            mid_norm=True,
+            norm="group",
+            norm_groups=8,
+            causal_pad="replicate",
+            mid_blocks=1,
+            mid_attention=False,
+            attn_heads=4,
+            z_channels=32,
+            remat=False,
+            dtype="float32",
+            quantizer=quantizer,
+            mfi=True,
+            mfi_hidden=128,
+            mask=ml_collections.ConfigDict(
+                dict(
+                    enabled=True,
+                    patch_prob=0.5,
+                    num_squares=2,
+                    square_min=0.125,
+                    square_max=0.25,
+                    full_frame_prob=0.5,
+                    fill=-1.0,
+                )
+            ),
+        )
+    )
+
+
+def compression(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(temporal, spatial) compression factors of a model config."""
+    return 2 ** sum(bool(d) for d in config.down_time), config.stem_patch * 2 ** sum(
+        bool(d) for d in config.down_space
+    )
