@@ -12,6 +12,9 @@ from motionaura_jax.data.synthetic import MovingShapes, ObjectSpec, render_clip
 from motionaura_jax.data.video_io import read_video, write_video
 from motionaura_jax.eval import judge
 
+# ffmpeg runs as a fork+exec subprocess: JAX's fork warning does not apply to it.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
 FRESH_SEED = 2024  # never used while choosing the judge's constants (seed 0 was)
 
 

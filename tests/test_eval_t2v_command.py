@@ -8,6 +8,9 @@ from motionaura_jax.commands import eval as eval_command
 from motionaura_jax.data.synthetic import MovingShapes
 from motionaura_jax.data.video_io import write_video
 
+# ffmpeg runs as a fork+exec subprocess: JAX's fork warning does not apply to it.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
 
 def _write_folder(folder, clips, captions=None):
     folder.mkdir(parents=True, exist_ok=True)
