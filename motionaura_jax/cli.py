@@ -7,22 +7,19 @@ CLI stays cheap and a sub-command's heavy imports happen only when it runs.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import pathlib
 import pkgutil
 import sys
 
 import motionaura_jax.commands as _commands
 
-_HELP = {
-    "train": "train any stage: --config=experiments/NAME.py[:ARG] --workdir=DIR [--config.key=value ...]",
-    "quickstart": "the embedded default end to end on Moving Shapes (what `make demo` runs)",
-    "data": "build datasets (`data build --source synthetic|folder ...`)",
-    "embed-text": "encode prompts with a text encoder into an .npz",
-    "encode": "video -> token ids with a trained tokenizer",
-    "decode": "token ids -> video with a trained tokenizer",
-    "eval": "metrics: `eval recon|t2v|inpaint ...`",
-    "bench": "benchmarks against peers measured in the same run: `bench data|text|vae|...`",
-}
+def _summary(name: str) -> str:
+    """First line of a sub-command's docstring, read without importing it (keeps `--help` instant)."""
+    path = pathlib.Path(_commands.__path__[0]) / f"{name.replace('-', '_')}.py"
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def available_commands() -> list[str]:
@@ -33,7 +30,7 @@ def available_commands() -> list[str]:
 def _usage() -> str:
     lines = ["usage: motionaura COMMAND [ARGS ...]", "", "commands:"]
     for name in available_commands():
-        lines.append(f"  {name:<12} {_HELP.get(name, '')}")
+        lines.append(f"  {name:<12} {_summary(name)}")
     return "\n".join(lines)
 
 
