@@ -334,3 +334,49 @@ def compression(config: ml_collections.ConfigDict) -> tuple[int, int]:
     return 2 ** sum(bool(d) for d in config.down_time), config.stem_patch * 2 ** sum(
         bool(d) for d in config.down_space
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Long clips: chunked (streaming) inference with the causal state carried between chunks
+
+
+def _chunk_bounds(total: int, first: int, rest: int) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    while start < total:
+        stop = min(total, start + (first if start == 0 else rest))
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def encode_chunked(model: VQVAE, variables: dict, x_bthwc: jax.Array, chunk_frames: int = 16) -> jax.Array:
+    """Code ids of a 1 + 4k frame clip, encoded `chunk_frames` frames at a time (the first chunk: one more).
+
+    Equals whole-clip encoding exactly (the causal layers carry their state in the "cache" collection), with
+    memory bounded by the chunk length."""
+    temporal, _ = compression(model.config)
+    if chunk_frames % temporal:
+        raise ValueError(
+            f"chunk_frames={chunk_frames} must be a multiple of the temporal compression {temporal}"
+        )
+    _check_frames(x_bthwc.shape[1], model.config)
+    step = jax.jit(
+        lambda v, x: model.apply(v, x, method="encode", mutable=["cache"]),
+    )
+    cache, ids = {}, []
+    for start, stop in _chunk_bounds(x_bthwc.shape[1], 1 + chunk_frames, chunk_frames):
+        (_, q), updated = step({**variables, "cache": cache}, x_bthwc[:, start:stop])
+        cache = updated["cache"]
+        ids.append(q.ids)
+    return jnp.concatenate(ids, axis=1)
+
+
+def decode_chunked(model: VQVAE, variables: dict, ids_bthw: jax.Array, chunk_latents: int = 4) -> jax.Array:
+    """Video (B, 1 + 4(T'-1), H, W, 3) from code ids, decoded `chunk_latents` latent frames at a time."""
+    step = jax.jit(lambda v, ids: model.apply(v, ids, method="decode_ids", mutable=["cache"]))
+    cache, frames = {}, []
+    for start, stop in _chunk_bounds(ids_bthw.shape[1], chunk_latents, chunk_latents):
+        y, updated = step({**variables, "cache": cache}, ids_bthw[:, start:stop])
+        cache = updated["cache"]
+        frames.append(y)
+    return jnp.concatenate(frames, axis=1)

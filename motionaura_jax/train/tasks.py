@@ -11,6 +11,7 @@ from motionaura_jax.train.task import Task
 
 TASKS = {
     "tiny": "motionaura_jax.train.tiny:make_task",
+    "vae": "motionaura_jax.train.vae:make_task",
 }
 
 
@@ -18,7 +19,9 @@ def make_task(config, mesh: Mesh) -> Task:
     name = config.task
     if name not in TASKS:
         close = difflib.get_close_matches(name, TASKS, n=3)
-        raise ValueError(f"unknown task {name!r} (config.task); known: {sorted(TASKS)}"
-                         + (f"; did you mean {close[0]!r}?" if close else ""))
+        raise ValueError(
+            f"unknown task {name!r} (config.task); known: {sorted(TASKS)}"
+            + (f"; did you mean {close[0]!r}?" if close else "")
+        )
     module_name, _, function = TASKS[name].partition(":")
     return getattr(importlib.import_module(module_name), function)(config, mesh)

@@ -1,0 +1,301 @@
+"""Stage 1: the 3D-MBQ-VAE tokenizer as a `Task` for the generic loop (`config.task = "vae"`).
+
+One step: mask the clip (random squares + one full frame), encode -> quantize (EMA codebook, dead-code
+restart) -> decode, and minimise
+    w_l1*L1 + w_l2*L2 + w_perc*LPIPS + w_vq*(commitment) + w_mfi*CE(masked-frame index)
+    + [step >= gan_start] * gan_weight * adaptive_weight * hinge_G
+against the *clean* clip; then, when the GAN is on, one hinge step of the 3D patch discriminator. Every term
+is logged. The adaptive weight is VQGAN's ratio of gradient norms, taken with respect to the decoder's output
+pixels rather than its last layer (one cheap extra backward through the discriminator, no parameter slicing).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from motionaura_jax.config import base_config
+from motionaura_jax.models.discriminator import (
+    PatchDiscriminator3D,
+    default_disc_config,
+    hinge_d_loss,
+    hinge_g_loss,
+)
+from motionaura_jax.models.vqvae import VQVAE, default_model_config, mask_clip
+from motionaura_jax.train.task import Task
+
+log = logging.getLogger("motionaura")
+
+
+@flax.struct.dataclass
+class VAEState:
+    params: Any  # tokenizer parameters (encoder, quantizer projections, decoder, MFI head)
+    vq: Any  # EMA codebook ("vq" collection); {} for a learned codebook
+    opt_state: Any
+    disc_params: Any  # {} when the GAN is off
+    disc_opt_state: Any
+
+
+def vae_config() -> ml_collections.ConfigDict:
+    """Every key of the tokenizer stage with its default; experiments start here and override."""
+    config = base_config("vae")
+    config.model = default_model_config()
+    config.disc = default_disc_config()
+    config.data = ml_collections.ConfigDict(
+        dict(
+            source="synthetic",
+            path="",
+            frames=17,
+            size=32,
+            fps=0.0,
+            num_objects=1,
+            split_seed=0,
+            with_masks=False,
+            read_threads=1,
+            prefetch=4,
+        )
+    )
+    config.loss = ml_collections.ConfigDict(
+        dict(
+            l1=1.0,
+            l2=0.0,
+            perceptual=0.0,
+            perceptual_weights="",
+            perceptual_net="alex",  # LPIPS: off unless a local file
+            vq=1.0,
+            mfi=0.1,
+            gan_weight=0.0,
+            gan_start=0,
+            gan_max_adaptive=1e4,
+            disc_lr=2e-4,  # gan_weight 0: no discriminator
+        )
+    )
+    config.train.update(dict(lr=1e-3, warmup=100, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))
+    config.eval = ml_collections.ConfigDict(
+        dict(split="heldout", num_clips=32, batch_size=8, contact_sheet_clips=4, judge_colours=True)
+    )
+    return config
+
+
+def psnr_from_mse(mse: jax.Array, data_range: float = 2.0) -> jax.Array:
+    return 10.0 * jnp.log10(data_range**2 / jnp.maximum(mse, 1e-10))
+
+
+def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    t = config.train
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, t.lr, max(1, int(t.warmup)), max(int(t.steps), int(t.warmup) + 1), end_value=t.lr * 0.1
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(t.grad_clip),
+        optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay),
+    )
+
+
+def _perceptual(config: ml_collections.ConfigDict):
+    """(module, variables) of LPIPS from the configured local file, or None (and the log says so)."""
+    path = config.loss.perceptual_weights
+    if config.loss.perceptual <= 0:
+        return None
+    if not path:
+        log.warning(
+            "loss.perceptual=%g but loss.perceptual_weights is empty: the perceptual loss is OFF "
+            "(no LPIPS weights ship offline; name a local file to turn it on)",
+            config.loss.perceptual,
+        )
+        return None
+    from motionaura_jax.eval.lpips import LPIPS
+
+    metric = LPIPS.from_file(path, net=config.loss.perceptual_net)
+    log.info("perceptual loss: LPIPS-%s from %s, weight %g", metric.net, path, config.loss.perceptual)
+    return metric.module, metric.variables
+
+
+def make_vae_step(config: ml_collections.ConfigDict):
+    """(model, disc, tx, tx_disc, train_step) for a config; the step is pure and unjitted."""
+    model = VQVAE(config.model)
+    use_gan = config.loss.gan_weight > 0
+    disc = PatchDiscriminator3D(config.disc) if use_gan else None
+    tx = _optimizer(config)
+    tx_disc = optax.adam(config.loss.disc_lr, b1=0.5, b2=0.9) if use_gan else None
+    perceptual = _perceptual(config)
+    lc = config.loss
+    masking = bool(config.model.mask.enabled)
+    use_mfi = bool(config.model.mfi) and masking
+
+    def train_step(state: VAEState, batch: dict, rng: jax.Array, step: jax.Array) -> tuple[VAEState, dict]:
+        x = batch["video"].astype(jnp.float32)
+        rng_mask, rng_restart = jax.random.split(rng)
+        if masking:
+            x_in, frame = mask_clip(x, rng_mask, config.model.mask)
+        else:
+            x_in, frame = x, jnp.full((x.shape[0],), -1, jnp.int32)
+        gan_on = jnp.asarray(step >= lc.gan_start) if use_gan else jnp.asarray(False)
+
+        def rec_loss(recon):
+            l1 = jnp.mean(jnp.abs(recon - x))
+            l2 = jnp.mean(jnp.square(recon - x))
+            total = lc.l1 * l1 + lc.l2 * l2
+            perc = jnp.zeros(())
+            if perceptual is not None:
+                module, variables = perceptual
+                b, t = x.shape[:2]
+                flat = lambda v: v.reshape(b * t, *v.shape[2:])  # noqa: E731
+                perc = jnp.mean(module.apply(variables, flat(recon), flat(x)))
+                total = total + lc.perceptual * perc
+            return total, (l1, l2, perc)
+
+        def loss_fn(params):
+            out, updated = model.apply(
+                {"params": params, "vq": state.vq},
+                x_in,
+                train=True,
+                mutable=["vq"],
+                rngs={"restart": rng_restart},
+            )
+            recon = out["recon"]
+            rec, (l1, l2, perc) = rec_loss(recon)
+            total = rec + lc.vq * out["vq_loss"]
+            metrics = {"l1": l1, "l2": l2, "psnr": psnr_from_mse(l2), "perceptual": perc, **out["metrics"]}
+            metrics["vq_loss"] = out["vq_loss"]
+            if use_mfi:
+                logits = out["mfi_logits"]
+                valid = (frame >= 0).astype(jnp.float32)
+                ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(frame, 0))
+                mfi = jnp.sum(ce * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+                correct = (jnp.argmax(logits, -1) == frame).astype(jnp.float32)
+                metrics["mfi_ce"] = mfi
+                metrics["mfi_acc"] = jnp.sum(correct * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+                total = total + lc.mfi * mfi
+            if use_gan:
+
+                def with_gan(recon):
+                    g_of = lambda r: hinge_g_loss(disc.apply({"params": state.disc_params}, r))  # noqa: E731
+                    r0 = jax.lax.stop_gradient(recon)
+                    g_rec = jax.grad(lambda r: rec_loss(r)[0])(r0)
+                    g_gan = jax.grad(g_of)(r0)
+                    weight = jnp.linalg.norm(g_rec) / (jnp.linalg.norm(g_gan) + 1e-4)
+                    weight = jax.lax.stop_gradient(jnp.clip(weight, 0.0, lc.gan_max_adaptive))
+                    g = g_of(recon)
+                    return lc.gan_weight * weight * g, g, weight
+
+                zero = jnp.zeros(())
+                g_term, g_loss, weight = jax.lax.cond(gan_on, with_gan, lambda r: (zero, zero, zero), recon)
+                total = total + g_term
+                metrics["gan_g"], metrics["gan_adaptive_weight"] = g_loss, weight
+            metrics["loss"] = total
+            return total, (metrics, updated.get("vq", {}), recon)
+
+        (_, (metrics, new_vq, recon)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        new_state = state.replace(params=params, vq=new_vq if state.vq else state.vq, opt_state=opt_state)
+
+        if use_gan:
+            fake = jax.lax.stop_gradient(recon)
+
+            def d_update(args):
+                dp, dopt = args
+
+                def d_loss_fn(p):
+                    real = disc.apply({"params": p}, x)
+                    fake_logits = disc.apply({"params": p}, fake)
+                    return hinge_d_loss(real, fake_logits), (jnp.mean(real), jnp.mean(fake_logits))
+
+                (d_loss, (lr_, lf_)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(dp)
+                d_updates, dopt = tx_disc.update(d_grads, dopt, dp)
+                return (optax.apply_updates(dp, d_updates), dopt), (d_loss, lr_, lf_)
+
+            def d_skip(args):
+                zero = jnp.zeros(())
+                return args, (zero, zero, zero)
+
+            (dp, dopt), (d_loss, real_mean, fake_mean) = jax.lax.cond(
+                gan_on, d_update, d_skip, (state.disc_params, state.disc_opt_state)
+            )
+            new_state = new_state.replace(disc_params=dp, disc_opt_state=dopt)
+            metrics.update(gan_d=d_loss, d_real=real_mean, d_fake=fake_mean)
+        return new_state, metrics
+
+    return model, disc, tx, tx_disc, train_step
+
+
+def init_vae_state(config, model, disc, tx, tx_disc, rng: jax.Array) -> VAEState:
+    """Boxed (logically partitioned) state; the loop turns it into sharded arrays."""
+    d = config.data
+    dummy = jnp.zeros((1, int(d.frames), int(d.size), int(d.size), 3), jnp.float32)
+    rng_model, rng_disc = jax.random.split(rng)
+    variables = model.init({"params": rng_model}, dummy)
+    params, vq = variables["params"], variables.get("vq", {})
+    disc_params, disc_opt = {}, {}
+    if disc is not None:
+        disc_params = disc.init(rng_disc, dummy)["params"]
+        disc_opt = tx_disc.init(disc_params)
+    return VAEState(
+        params=params, vq=vq, opt_state=tx.init(params), disc_params=disc_params, disc_opt_state=disc_opt
+    )
+
+
+def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
+    model, disc, tx, tx_disc, train_step = make_vae_step(config)
+
+    def init_state(rng):
+        return init_vae_state(config, model, disc, tx, tx_disc, rng)
+
+    def make_data(process_index: int, process_count: int):
+        from motionaura_jax.data.pipeline import make_host_iterator
+
+        return make_host_iterator(
+            config.data,
+            batch_size=int(config.train.batch_size) // process_count,
+            split="train",
+            seed=int(config.train.seed),
+            process_index=process_index,
+            process_count=process_count,
+        )
+
+    def eval_fn(state: VAEState, step: int, workdir: pathlib.Path) -> dict[str, float]:
+        from motionaura_jax.eval import recon
+
+        metrics, _ = recon.evaluate(model, {"params": state.params, "vq": state.vq}, config)
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    def sample_fn(state: VAEState, step: int, workdir: pathlib.Path) -> None:
+        from motionaura_jax.eval import recon
+
+        path = pathlib.Path(workdir) / "samples" / f"recon_{step:07d}.png"
+        recon.write_contact_sheet(model, {"params": state.params, "vq": state.vq}, config, path)
+
+    return Task(
+        init_state=init_state,
+        train_step=train_step,
+        make_data=make_data,
+        eval_fn=eval_fn,
+        sample_fn=sample_fn,
+        batch_axes={"video": ("act_batch", None, None, None, None)},
+    )
+
+
+def count_params(config: ml_collections.ConfigDict) -> dict[str, int]:
+    """Parameter counts from `jax.eval_shape` (nothing allocated): encoder, decoder, quantizer, total."""
+    model = VQVAE(config.model)
+    d = config.data
+    dummy = jax.ShapeDtypeStruct((1, int(d.frames), int(d.size), int(d.size), 3), jnp.float32)
+    shapes = jax.eval_shape(lambda x: model.init({"params": jax.random.PRNGKey(0)}, x), dummy)
+    params = nn.meta.unbox(shapes["params"])
+    count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))  # noqa: E731
+    out = {name: count(sub) for name, sub in params.items()}
+    out["codebook"] = count(nn.meta.unbox(shapes.get("vq", {}).get("embedding", ())))
+    out["total"] = count(params) + out["codebook"]
+    return out
