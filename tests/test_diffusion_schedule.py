@@ -1,10 +1,9 @@
 """Forward process and posterior: parity with diffusers' VQDiffusionScheduler, and the laws they must obey."""
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from motionaura_jax.diffusion import schedule as S
 
@@ -28,10 +27,17 @@ def _close(ours, ref, tol=TOL):
 
 @pytest.fixture(scope="module")
 def pair():
-    kwargs = dict(num_train_timesteps=T, alpha_cum_start=0.99999, alpha_cum_end=0.000009,
-                  gamma_cum_start=0.000009, gamma_cum_end=0.99999)
+    kwargs = dict(
+        num_train_timesteps=T,
+        alpha_cum_start=0.99999,
+        alpha_cum_end=0.000009,
+        gamma_cum_start=0.000009,
+        gamma_cum_end=0.99999,
+    )
     ref = vq.VQDiffusionScheduler(num_vec_classes=K + 1, **kwargs)
-    ours = S.make_schedule(K, **{k: v for k, v in kwargs.items() if k != "num_train_timesteps"}, num_timesteps=T)
+    ours = S.make_schedule(
+        K, **{k: v for k, v in kwargs.items() if k != "num_train_timesteps"}, num_timesteps=T
+    )
     return ref, ours
 
 
@@ -50,9 +56,14 @@ def _bkn(x):  # ours (B, N, C) -> diffusers' (B, C, N)
 def test_tables_match_diffusers(pair):
     ref, ours = pair
     cum, step = ours.log_cumulative_table(), ours.log_step_table()
-    for mine, theirs in [(cum.log_a, ref.log_cumprod_at), (cum.log_b, ref.log_cumprod_bt),
-                         (cum.log_c, ref.log_cumprod_ct), (step.log_a, ref.log_at), (step.log_b, ref.log_bt),
-                         (step.log_c, ref.log_ct)]:
+    for mine, theirs in [
+        (cum.log_a, ref.log_cumprod_at),
+        (cum.log_b, ref.log_cumprod_bt),
+        (cum.log_c, ref.log_cumprod_ct),
+        (step.log_a, ref.log_at),
+        (step.log_b, ref.log_bt),
+        (step.log_c, ref.log_ct),
+    ]:
         _close(mine, theirs.numpy())
 
 
@@ -63,11 +74,17 @@ def test_transition_rows_and_posterior_match_diffusers(pair, t):
     log_onehot = vq.index_to_log_onehot(x_t, K + 1)
     tb = jnp.full((x_t.shape[0],), t)
     xj, log_pj = jnp.asarray(x_t.numpy()), jnp.asarray(log_p.numpy().transpose(0, 2, 1))
-    _close(_bkn(S.log_q_xt_given_x0(xj, S.cumulative(ours, tb), K)),
-           ref.log_Q_t_transitioning_to_known_class(t=t, x_t=x_t, log_onehot_x_t=log_onehot, cumulative=True))
-    _close(_bkn(S.log_q_xt_given_xprev(xj, S.one_step(ours, tb), K)),
-           ref.log_Q_t_transitioning_to_known_class(t=t, x_t=x_t, log_onehot_x_t=log_onehot, cumulative=False))
-    _close(_bkn(S.apply_cumulative(log_pj, S.cumulative(ours, tb))), ref.apply_cumulative_transitions(log_p, t))
+    _close(
+        _bkn(S.log_q_xt_given_x0(xj, S.cumulative(ours, tb), K)),
+        ref.log_Q_t_transitioning_to_known_class(t=t, x_t=x_t, log_onehot_x_t=log_onehot, cumulative=True),
+    )
+    _close(
+        _bkn(S.log_q_xt_given_xprev(xj, S.one_step(ours, tb), K)),
+        ref.log_Q_t_transitioning_to_known_class(t=t, x_t=x_t, log_onehot_x_t=log_onehot, cumulative=False),
+    )
+    _close(
+        _bkn(S.apply_cumulative(log_pj, S.cumulative(ours, tb))), ref.apply_cumulative_transitions(log_p, t)
+    )
     _close(_bkn(S.q_posterior(ours, log_pj, xj, tb)), ref.q_posterior(log_p, x_t, t))
 
 
@@ -85,8 +102,14 @@ def test_step_log_probs_match_diffusers(pair, t, monkeypatch):
     x_t, log_p = _inputs(100 + t)
     ref.set_timesteps(T)
     prev = ref.step(log_p, torch.tensor(t), x_t).prev_sample.numpy()
-    ours_lp = _bkn(S.q_posterior(ours, jnp.asarray(log_p.numpy().transpose(0, 2, 1)), jnp.asarray(x_t.numpy()),
-                                 jnp.full((x_t.shape[0],), t)))
+    ours_lp = _bkn(
+        S.q_posterior(
+            ours,
+            jnp.asarray(log_p.numpy().transpose(0, 2, 1)),
+            jnp.asarray(x_t.numpy()),
+            jnp.full((x_t.shape[0],), t),
+        )
+    )
     theirs = seen["log_probs"].numpy()
     if t == 0:
         assert theirs.shape[1] == K  # diffusers hands back the x0 prediction; ours adds a -inf [MASK] row
@@ -154,8 +177,9 @@ def test_q_sample_marginals_match_cumulative_and_step_chain(kind):
     n = 20000
     x0 = jnp.full((n,), 2, jnp.int32)
     t = 6
-    expected = np.exp(np.asarray(S.forward_log_probs(S.log_onehot(jnp.array([2]), codes + 1),
-                                                     sched.log_cumulative_at(t))))[0]
+    expected = np.exp(
+        np.asarray(S.forward_log_probs(S.log_onehot(jnp.array([2]), codes + 1), sched.log_cumulative_at(t)))
+    )[0]
     direct = S.q_sample(jax.random.key(0), sched, x0, jnp.full((n,), t))
     chain = x0
     for i, key in enumerate(jax.random.split(jax.random.key(1), t + 1)):
@@ -180,3 +204,53 @@ def test_bad_schedule_arguments_name_the_key():
         S.make_schedule(10, kind="uniform")
     with pytest.raises(ValueError, match="alpha_cum"):
         S.make_schedule(10, alpha_cum_start=0.9, gamma_cum_start=0.5)
+
+
+def _dense_matrices(sched):
+    """Float64 (K+1)x(K+1) one-step and cumulative matrices (row = from, column = to), independent of the
+    log-space code: Q_t = α I + β J on the codes, γ to [MASK], [MASK] absorbing."""
+    k = sched.num_codes
+    step = []
+    for a, b, c in zip(sched.alpha, sched.beta, sched.gamma, strict=True):
+        q = np.zeros((k + 1, k + 1))
+        q[:k, :k] = a * np.eye(k) + b
+        q[:k, k] = c
+        q[k, k] = 1.0
+        step.append(q)
+    cum = [step[0]]
+    for q in step[1:]:
+        cum.append(cum[-1] @ q)
+    return step, cum
+
+
+@pytest.mark.parametrize("kind", S.KINDS)
+def test_posterior_equals_dense_bayes(kind):
+    """p(z_{t-1} | z_t) = Σ_i Q_t[j, x_t] Q̄_{t-1}[i, j] / Q̄_t[i, x_t] · p(i), summed over the x0 that can
+    reach x_t (p renormalised over them), computed with dense float64 matrices."""
+    codes, steps = 5, 10
+    sched = S.make_schedule(codes, steps, kind=kind, alpha_cum_end=0.1, gamma_cum_end=0.8)
+    step, cum = _dense_matrices(sched)
+    np.testing.assert_allclose([c[0, 0] for c in cum], sched.cum_alpha[:-1] + sched.cum_beta[:-1], rtol=1e-9)
+    np.testing.assert_allclose([c[0, codes] for c in cum], sched.cum_gamma[:-1], rtol=1e-9)
+    rng = np.random.default_rng(7)
+    x_t = np.arange(codes + 1)  # every state once
+    p = rng.dirichlet(np.ones(codes), size=x_t.shape[0])
+    for t in range(steps):
+        prev = np.eye(codes + 1) if t == 0 else cum[t - 1]
+        expected = np.zeros((x_t.shape[0], codes + 1))
+        for n, x in enumerate(x_t):
+            possible = cum[t][:codes, x] > 0
+            weights = p[n] * possible / np.sum(p[n] * possible)
+            for i in np.nonzero(possible)[0]:
+                expected[n] += weights[i] * step[t][:, x] * prev[i, :] / cum[t][i, x]
+        ours = np.exp(
+            np.asarray(
+                S.q_posterior(
+                    sched,
+                    jnp.log(jnp.asarray(p, jnp.float32)),
+                    jnp.asarray(x_t),
+                    jnp.full((x_t.shape[0],), t),
+                )
+            )
+        )
+        np.testing.assert_allclose(ours, expected, atol=2e-5, err_msg=f"t={t}")

@@ -86,13 +86,17 @@ class DiscreteSchedule:
         beta = _log64(self.cum_beta, self._beta_floor())
         if self.absorbing:
             beta[-1] = -np.inf  # the identity has no replacement either
-        return LogTransition(jnp.asarray(_log64(self.cum_alpha)), jnp.asarray(beta),
-                             jnp.asarray(_log64(self.cum_gamma)))
+        return LogTransition(
+            jnp.asarray(_log64(self.cum_alpha)), jnp.asarray(beta), jnp.asarray(_log64(self.cum_gamma))
+        )
 
     def log_step_table(self) -> LogTransition:
         """(T,) float32 logs of the one-step α_t, β_t, γ_t."""
-        return LogTransition(jnp.asarray(_log64(self.alpha)), jnp.asarray(_log64(self.beta, self._beta_floor())),
-                             jnp.asarray(_log64(self.gamma)))
+        return LogTransition(
+            jnp.asarray(_log64(self.alpha)),
+            jnp.asarray(_log64(self.beta, self._beta_floor())),
+            jnp.asarray(_log64(self.gamma)),
+        )
 
     def log_between(self, s: Sequence[int] | np.ndarray, t: Sequence[int] | np.ndarray) -> LogTransition:
         """Logs of the transition z_s → z_t for host integer arrays s < t (s = -1: the clean data).
@@ -108,8 +112,11 @@ class DiscreteSchedule:
         alpha = self.cum_alpha[t] / self.cum_alpha[s_index]
         gamma = 1.0 - (1.0 - self.cum_gamma[t]) / (1.0 - self.cum_gamma[s_index])
         beta = np.zeros_like(alpha) if self.absorbing else (1.0 - alpha - gamma) / self.num_codes
-        return LogTransition(jnp.asarray(_log64(alpha)), jnp.asarray(_log64(beta, self._beta_floor())),
-                             jnp.asarray(_log64(gamma)))
+        return LogTransition(
+            jnp.asarray(_log64(alpha)),
+            jnp.asarray(_log64(beta, self._beta_floor())),
+            jnp.asarray(_log64(gamma)),
+        )
 
     def log_cumulative_at(self, s: Sequence[int] | np.ndarray) -> LogTransition:
         """Host-indexed cumulative logs (s = -1: identity)."""
@@ -119,9 +126,16 @@ class DiscreteSchedule:
         return LogTransition(*(field[index] for field in table))
 
 
-def make_schedule(num_codes: int, num_timesteps: int = 100, *, kind: str = "mask_and_replace",
-                  alpha_cum_start: float = 0.99999, alpha_cum_end: float = 0.000009,
-                  gamma_cum_start: float = 0.000009, gamma_cum_end: float = 0.99999) -> DiscreteSchedule:
+def make_schedule(
+    num_codes: int,
+    num_timesteps: int = 100,
+    *,
+    kind: str = "mask_and_replace",
+    alpha_cum_start: float = 0.99999,
+    alpha_cum_end: float = 0.000009,
+    gamma_cum_start: float = 0.000009,
+    gamma_cum_end: float = 0.99999,
+) -> DiscreteSchedule:
     """VQ-Diffusion's `alpha_schedule`: linear ᾱ and γ̄ over T steps; per-step values as ratios.
 
     For kind="absorbing" the ᾱ arguments are ignored: ᾱ = 1 − γ̄ and β ≡ 0.
@@ -137,8 +151,10 @@ def make_schedule(num_codes: int, num_timesteps: int = 100, *, kind: str = "mask
     else:
         cum_alpha = alpha_cum_start + ramp * (alpha_cum_end - alpha_cum_start)
     if np.any(cum_alpha + cum_gamma > 1.0 + 1e-12) or np.any(cum_alpha <= 0) or np.any(cum_gamma <= 0):
-        raise ValueError("schedule needs 0 < ᾱ, 0 < γ̄ and ᾱ + γ̄ <= 1 at every step; check "
-                         "diffusion.alpha_cum_* / diffusion.gamma_cum_*")
+        raise ValueError(
+            "schedule needs 0 < ᾱ, 0 < γ̄ and ᾱ + γ̄ <= 1 at every step; check "
+            "diffusion.alpha_cum_* / diffusion.gamma_cum_*"
+        )
     previous_alpha = np.concatenate([[1.0], cum_alpha[:-1]])
     previous_gamma = np.concatenate([[0.0], cum_gamma[:-1]])
     alpha = cum_alpha / previous_alpha
@@ -150,17 +166,30 @@ def make_schedule(num_codes: int, num_timesteps: int = 100, *, kind: str = "mask
         beta = (1.0 - alpha - gamma) / num_codes
         cum_beta = np.concatenate([(1.0 - cum_alpha - cum_gamma) / num_codes, [0.0]])
     return DiscreteSchedule(
-        num_codes=num_codes, num_timesteps=num_timesteps, kind=kind,
-        cum_alpha=np.concatenate([cum_alpha, [1.0]]), cum_beta=cum_beta, cum_gamma=np.concatenate([cum_gamma, [0.0]]),
-        alpha=alpha, beta=beta, gamma=gamma)
+        num_codes=num_codes,
+        num_timesteps=num_timesteps,
+        kind=kind,
+        cum_alpha=np.concatenate([cum_alpha, [1.0]]),
+        cum_beta=cum_beta,
+        cum_gamma=np.concatenate([cum_gamma, [0.0]]),
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+    )
 
 
 def schedule_from_config(diffusion_cfg, num_codes: int) -> DiscreteSchedule:
-    """`config.diffusion` (num_timesteps, kind, alpha_cum_*, gamma_cum_*) → schedule over `num_codes` codes."""
+    """`config.diffusion` (num_timesteps, kind, alpha_cum_*, gamma_cum_*) → schedule over num_codes codes."""
     get = diffusion_cfg.get
-    return make_schedule(num_codes, get("num_timesteps", 100), kind=get("kind", "mask_and_replace"),
-                         alpha_cum_start=get("alpha_cum_start", 0.99999), alpha_cum_end=get("alpha_cum_end", 0.000009),
-                         gamma_cum_start=get("gamma_cum_start", 0.000009), gamma_cum_end=get("gamma_cum_end", 0.99999))
+    return make_schedule(
+        num_codes,
+        get("num_timesteps", 100),
+        kind=get("kind", "mask_and_replace"),
+        alpha_cum_start=get("alpha_cum_start", 0.99999),
+        alpha_cum_end=get("alpha_cum_end", 0.000009),
+        gamma_cum_start=get("gamma_cum_start", 0.000009),
+        gamma_cum_end=get("gamma_cum_end", 0.99999),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -187,7 +216,7 @@ def _per_example(value: jax.Array, ndim: int) -> jax.Array:
 
 
 def log_onehot(ids: jax.Array, num_classes: int) -> jax.Array:
-    """ids (...) → (..., num_classes): 0 at the id, LOG_ZERO elsewhere (ids >= num_classes give all LOG_ZERO)."""
+    """ids (...) → (..., num_classes): 0 at the id, LOG_ZERO elsewhere (ids >= num_classes: all LOG_ZERO)."""
     hot = jax.nn.one_hot(ids, num_classes, dtype=jnp.float32)
     return jnp.where(hot > 0, 0.0, LOG_ZERO)
 
@@ -243,7 +272,9 @@ def forward_log_probs(log_x: jax.Array, transition: LogTransition) -> jax.Array:
 # Sampling the forward process.
 
 
-def _corrupt(rng: jax.Array, x: jax.Array, transition: LogTransition, num_codes: int, replace: bool) -> jax.Array:
+def _corrupt(
+    rng: jax.Array, x: jax.Array, transition: LogTransition, num_codes: int, replace: bool
+) -> jax.Array:
     """One draw of a transition: mask with γ, else a uniform code with K·β, else keep (masks stay masks).
 
     Exact for the family (the uniform draw may return the same code: P(keep) = α + β) and needs no
@@ -274,12 +305,20 @@ def q_step_sample(rng: jax.Array, schedule: DiscreteSchedule, x_prev: jax.Array,
 # The posterior and the x0-parameterised reverse step.
 
 
-def posterior_log_probs(log_p_x0: jax.Array, x_t: jax.Array, *, cum_t: LogTransition, cum_s: LogTransition,
-                        step: LogTransition, absorbing: bool) -> jax.Array:
+def posterior_log_probs(
+    log_p_x0: jax.Array,
+    x_t: jax.Array,
+    *,
+    cum_t: LogTransition,
+    cum_s: LogTransition,
+    step: LogTransition,
+    absorbing: bool,
+) -> jax.Array:
     """log Σ_i q(z_s | z_t = x_t, z_0 = i) p(z_0 = i), shape (..., K + 1), for s < t.
 
     log_p_x0: (..., K) log p(z_0) (a log one-hot gives the true posterior, the network's log-softmax the
-    model's p(z_s | z_t)); x_t: (...) ids in [0, K]; cum_t / cum_s: q(z_t | z_0), q(z_s | z_0); step: q(z_t | z_s).
+    model's p(z_s | z_t)); x_t: (...) ids in [0, K]; cum_t / cum_s: q(z_t | z_0), q(z_s | z_0);
+    step: q(z_t | z_s).
     Same arithmetic as VQ-Diffusion's q_posterior (the normaliser of p/q(x_t|x0) is carried so that the
     result is the un-normalised sum); not clamped. In the absorbing variant an unmasked x_t came from itself,
     whatever the network says, so its posterior is exactly "stay".
@@ -301,10 +340,18 @@ def q_posterior(schedule: DiscreteSchedule, log_p_x0: jax.Array, x_t: jax.Array,
     At t = 0 the "previous" state is the clean data: the result is p(z_0 = ·) itself (with a -inf [MASK]).
     """
     t_b = jnp.asarray(t_b, jnp.int32)
-    return posterior_log_probs(log_p_x0, x_t, cum_t=cumulative(schedule, t_b), cum_s=cumulative(schedule, t_b - 1),
-                               step=one_step(schedule, t_b), absorbing=schedule.absorbing)
+    return posterior_log_probs(
+        log_p_x0,
+        x_t,
+        cum_t=cumulative(schedule, t_b),
+        cum_s=cumulative(schedule, t_b - 1),
+        step=one_step(schedule, t_b),
+        absorbing=schedule.absorbing,
+    )
 
 
-def reverse_log_probs(schedule: DiscreteSchedule, logits: jax.Array, x_t: jax.Array, t_b: jax.Array) -> jax.Array:
+def reverse_log_probs(
+    schedule: DiscreteSchedule, logits: jax.Array, x_t: jax.Array, t_b: jax.Array
+) -> jax.Array:
     """x0-parameterisation: network logits (..., K) over z_0 → log p_θ(z_{t-1} | z_t), (..., K + 1)."""
     return q_posterior(schedule, jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), x_t, t_b)

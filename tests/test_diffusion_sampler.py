@@ -1,0 +1,135 @@
+"""Reverse sampler: an oracle denoiser is reproduced exactly, no [MASK] survives, CFG at s=0 / s=1."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motionaura_jax.diffusion import sampler as SM
+from motionaura_jax.diffusion import schedule as S
+
+K, GRID, B, L, D = 7, (2, 3, 4), 3, 4, 5
+
+
+def _text(seed=0):
+    text = jax.random.normal(jax.random.key(seed), (B, L, D))
+    mask = jnp.ones((B, L), bool).at[:, 2:].set(False)
+    return text, mask, jnp.full((B,), 8.0)
+
+
+def _oracle(target_bthw):
+    """Always predicts the target, whatever it is shown (a denoiser with the real signature)."""
+
+    def denoise(ids, t_b, fps_b, text_bld, text_mask_bl):
+        assert (
+            ids.shape
+            == target_bthw.shape[:1] * (ids.shape[0] // target_bthw.shape[0]) + target_bthw.shape[1:]
+        )
+        reps = ids.shape[0] // target_bthw.shape[0]
+        return jnp.tile(jnp.where(jax.nn.one_hot(target_bthw, K) > 0, 0.0, -1e4), (reps, 1, 1, 1, 1))
+
+    return denoise
+
+
+def _text_dependent(ids, t_b, fps_b, text_bld, text_mask_bl):
+    """A deterministic toy denoiser whose logits depend on ids, t, fps and the (masked) text."""
+    pooled = jnp.sum(text_bld * text_mask_bl[..., None], axis=1) / jnp.maximum(
+        text_mask_bl.sum(1, keepdims=True), 1
+    )
+    k = jnp.arange(K, dtype=jnp.float32)
+    logits = (
+        jnp.sin(ids[..., None] * 0.7 + k)
+        + 0.01 * t_b[:, None, None, None, None]
+        + 0.001 * fps_b[:, None, None, None, None]
+    )
+    return logits + 2.0 * jnp.cos(pooled[:, None, None, None, :1] * k + pooled[:, None, None, None, 1:2])
+
+
+@pytest.mark.parametrize("kind", S.KINDS)
+@pytest.mark.parametrize("num_steps", [None, 7, 1])
+def test_oracle_denoiser_gives_its_target_exactly(kind, num_steps):
+    sched = S.make_schedule(K, 30, kind=kind)
+    target = jax.random.randint(jax.random.key(1), (B, *GRID), 0, K, dtype=jnp.int32)
+    text, mask, fps = _text()
+    run = jax.jit(
+        functools.partial(SM.sample_tokens, _oracle(target), sched, grid_thw=GRID, num_steps=num_steps)
+    )
+    ids = run(jax.random.key(2), text_bld=text, text_mask_bl=mask, fps_b=fps)
+    assert ids.shape == (B, *GRID) and ids.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(ids), np.asarray(target))
+
+
+@pytest.mark.parametrize("kind", S.KINDS)
+def test_no_mask_left_and_cfg_limits(kind):
+    sched = S.make_schedule(K, 20, kind=kind, gamma_cum_end=0.99999)
+    text, mask, fps = _text(3)
+    common = dict(grid_thw=GRID, fps_b=fps, num_steps=10)
+    sample = jax.jit(
+        functools.partial(SM.sample_tokens, _text_dependent, sched, **common),
+        static_argnames=("guidance_scale",),
+    )
+    rng = jax.random.key(4)
+    null_text, null_mask = text[::-1] * 0.3, mask[::-1]
+    with_null = dict(null_text_bld=null_text, null_text_mask_bl=null_mask)
+    cond = sample(rng, text_bld=text, text_mask_bl=mask)
+    uncond = sample(rng, text_bld=null_text, text_mask_bl=null_mask)
+    cfg0 = sample(rng, text_bld=text, text_mask_bl=mask, guidance_scale=0.0, **with_null)
+    cfg1 = sample(rng, text_bld=text, text_mask_bl=mask, guidance_scale=1.0, **with_null)
+    cfg3 = sample(rng, text_bld=text, text_mask_bl=mask, guidance_scale=3.0, **with_null)
+    for ids in (cond, uncond, cfg0, cfg1, cfg3):
+        ids = np.asarray(ids)
+        assert ids.min() >= 0 and ids.max() < K  # no [MASK] left
+    assert not np.array_equal(np.asarray(cond), np.asarray(uncond))  # the text matters to this denoiser
+    np.testing.assert_array_equal(np.asarray(cfg0), np.asarray(uncond))
+    np.testing.assert_array_equal(np.asarray(cfg1), np.asarray(cond))
+    assert not np.array_equal(np.asarray(cfg3), np.asarray(cond))
+
+
+def test_guided_log_probs_formula():
+    rng = np.random.default_rng(0)
+    cond, uncond = (jnp.asarray(rng.normal(size=(4, K)), jnp.float32) for _ in range(2))
+    s, temp = 2.5, 0.7
+    got = np.asarray(SM.guided_log_probs(cond, uncond, s, temp))
+    lc, lu = (np.asarray(jax.nn.log_softmax(x / temp)) for x in (cond, uncond))
+    mixed = lu + s * (lc - lu)
+    expected = mixed - np.log(np.exp(mixed).sum(-1, keepdims=True))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_absorbing_sampler_marginal_equals_a_fixed_prediction():
+    """With mask-only corruption, a masked token's x0-posterior is the prediction itself, so a denoiser that
+    always predicts p gives samples distributed as p (any number of steps)."""
+    sched = S.make_schedule(K, 50, kind="absorbing")
+    p = np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.04, 0.01])
+    grid = (4, 16, 16)
+
+    def fixed(ids, t_b, fps_b, text_bld, text_mask_bl):
+        return jnp.broadcast_to(jnp.log(jnp.asarray(p, jnp.float32)), ids.shape + (K,))
+
+    text, mask, fps = _text()
+    for steps in (50, 6):
+        ids = SM.sample_tokens(
+            fixed,
+            sched,
+            jax.random.key(steps),
+            grid_thw=grid,
+            text_bld=text,
+            text_mask_bl=mask,
+            fps_b=fps,
+            num_steps=steps,
+        )
+        freq = np.bincount(np.asarray(ids).ravel(), minlength=K + 1) / ids.size
+        assert freq[K] == 0
+        np.testing.assert_allclose(freq[:K], p, atol=4 * np.sqrt(0.25 / ids.size))
+
+
+def test_sampling_timesteps():
+    full = SM.sampling_timesteps(100)
+    np.testing.assert_array_equal(full, np.arange(99, -1, -1))
+    few = SM.sampling_timesteps(100, 10)
+    assert len(few) == 10 and few[0] == 99 and few[-1] == 0 and np.all(np.diff(few) < 0)
+    np.testing.assert_array_equal(SM.sampling_timesteps(100, 1), [99])
+    with pytest.raises(ValueError, match="sampling steps"):
+        SM.sampling_timesteps(100, 101)
