@@ -1,0 +1,288 @@
+"""Attention building blocks of the spectral denoiser: multi-head (self/cross) attention with QK-LayerNorm and
+RoPE (1D or 3D over (t, h, w)), AdaLN-Zero modulation, sinusoidal timestep/FPS embeddings, the GELU FFN.
+
+Parameters are float32 and carry logical axis names; compute runs in the module's `dtype` (bf16 on TPU), with
+norms, softmax and rotary phases in float32. Token activations are constrained as
+("act_batch", "act_len", "act_embed"); per-head ones as ("act_batch", "act_len", "act_heads", None).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from motionaura_jax.models import spectral
+from motionaura_jax.parallel.sharding import constrain
+
+Dtype = Any
+TOKENS = ("act_batch", "act_len", "act_embed")
+HEADS = ("act_batch", "act_len", "act_heads", None)
+
+
+def dtype_from_name(name: str | Dtype) -> jnp.dtype:
+    """ "bfloat16" / "float32" / a dtype -> jnp.dtype, with a clear error for anything else."""
+    try:
+        dtype = jnp.dtype(name)
+    except TypeError as err:
+        raise ValueError(f"unknown dtype {name!r}; use bfloat16 or float32") from err
+    if dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32), jnp.dtype(jnp.float16)):
+        raise ValueError(f"compute dtype {name!r} is not a float type; use bfloat16 or float32")
+    return dtype
+
+
+def partitioned(init, names: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(init, names)
+
+
+def layer_norm(name: str, *, affine: bool = True) -> nn.LayerNorm:
+    """LayerNorm computed in float32 (the caller casts back); `affine=False` for AdaLN-modulated norms."""
+    return nn.LayerNorm(
+        epsilon=1e-6,
+        dtype=jnp.float32,
+        use_scale=affine,
+        use_bias=affine,
+        scale_init=partitioned(nn.initializers.ones, ("norm",)),
+        bias_init=partitioned(nn.initializers.zeros, ("norm",)),
+        name=name,
+    )
+
+
+def dense(
+    features: int, names: tuple[str | None, str | None], name: str, dtype: Dtype, *, zero_init: bool = False
+) -> nn.Dense:
+    kernel_init = nn.initializers.zeros if zero_init else nn.initializers.xavier_uniform()
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=partitioned(kernel_init, names),
+        bias_init=partitioned(nn.initializers.zeros, (names[1],)),
+        name=name,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sinusoidal embeddings of scalars (diffusion step, FPS)
+
+
+def sinusoidal_embedding(x_b: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+    """(B,) scalars -> (B, dim) float32 [cos(x·f_i), sin(x·f_i)], f_i = max_period^(-i/half) (DiT/ADM)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = x_b.astype(jnp.float32)[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class ConditionEmbedding(nn.Module):
+    """c = MLP(sin(t)) + MLP(sin(fps)), each MLP Linear-SiLU-Linear (DiT's timestep embedder)."""
+
+    width: int
+    freq_dim: int = 256
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, t_b: jax.Array, fps_b: jax.Array) -> jax.Array:
+        def mlp(x_b, prefix):
+            h = dense(self.width, (None, "embed"), f"{prefix}_in", self.dtype)(
+                sinusoidal_embedding(x_b, self.freq_dim).astype(self.dtype)
+            )
+            return dense(self.width, ("mlp", "embed"), f"{prefix}_out", self.dtype)(nn.silu(h))
+
+        return mlp(t_b, "time") + mlp(fps_b, "fps")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Rotary position embeddings
+
+
+def rope_inv_freq(pairs: int, theta: float) -> jax.Array:
+    return theta ** (-jnp.arange(pairs, dtype=jnp.float32) / pairs)
+
+
+def rope_1d(positions_l: jax.Array, head_dim: int, theta: float = 10_000.0) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin), each (L, head_dim/2), for positions along one axis."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
+    angles = positions_l.astype(jnp.float32)[:, None] * rope_inv_freq(head_dim // 2, theta)[None, :]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def rope_3d_split(head_dim: int) -> tuple[int, int, int]:
+    """Rotation pairs given to (t, h, w): 3/8 of them to each spatial axis, the rest (~1/4) to time, as in
+    CogVideoX's 3D RoPE (dim_t = head_dim/4)."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
+    pairs = head_dim // 2
+    spatial = (3 * pairs) // 8
+    temporal = pairs - 2 * spatial
+    if spatial < 1 or temporal < 1:
+        raise ValueError(f"3D RoPE needs head_dim >= 6 (one rotation pair per axis), got {head_dim}")
+    return temporal, spatial, spatial
+
+
+def rope_3d(positions_l3: jax.Array, head_dim: int, theta: float = 10_000.0) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin), each (L, head_dim/2), for (t, h, w) positions (L, 3), split per `rope_3d_split`."""
+    angles = []
+    for axis, pairs in enumerate(rope_3d_split(head_dim)):
+        angles.append(
+            positions_l3[:, axis].astype(jnp.float32)[:, None] * rope_inv_freq(pairs, theta)[None, :]
+        )
+    angles = jnp.concatenate(angles, axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def grid_positions(grid_thw: tuple[int, int, int]) -> jax.Array:
+    """(T*H*W, 3) integer (t, h, w) of each token in row-major (t, h, w) order."""
+    t, h, w = grid_thw
+    tt, hh, ww = jnp.meshgrid(jnp.arange(t), jnp.arange(h), jnp.arange(w), indexing="ij")
+    return jnp.stack([tt.ravel(), hh.ravel(), ww.ravel()], axis=-1)
+
+
+def video_rope(
+    kind: str, grid_thw: tuple[int, int, int], head_dim: int, theta: float = 10_000.0
+) -> tuple[jax.Array, jax.Array] | None:
+    """The rotary table of a video token grid: kind "3d" (t,h,w), "1d" (flat token index) or "none"."""
+    if kind == "none":
+        return None
+    positions = grid_positions(grid_thw)
+    if kind == "3d":
+        return rope_3d(positions, head_dim, theta)
+    if kind == "1d":
+        return rope_1d(jnp.arange(positions.shape[0]), head_dim, theta)
+    raise ValueError(f"unknown rope {kind!r}; use 3d, 1d or none")
+
+
+def apply_rope(x_blhd: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Rotates pairs (x[i], x[i + Dh/2]) by the angle of each position; float32 inside, x's dtype out."""
+    cos_lp, sin_lp = rope
+    x = x_blhd.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    cos, sin = cos_lp[None, :, None, :], sin_lp[None, :, None, :]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_blhd.dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Attention
+
+
+def dot_product_attention(
+    q_blhd: jax.Array, k_bshd: jax.Array, v_bshd: jax.Array, key_mask_bs: jax.Array | None = None
+) -> jax.Array:
+    """softmax(q kᵀ/√Dh) v with float32 logits/softmax; `key_mask_bs` True = attend. A row with no key left
+    (an all-False mask, e.g. an unconditional sample) outputs zero instead of averaging padding."""
+    scale = 1.0 / math.sqrt(q_blhd.shape[-1])
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q_blhd, k_bshd, preferred_element_type=jnp.float32) * scale
+    if key_mask_bs is not None:
+        logits = jnp.where(key_mask_bs[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if key_mask_bs is not None:
+        probs = jnp.where(jnp.any(key_mask_bs, axis=-1)[:, None, None, None], probs, 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v_bshd.dtype), v_bshd)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention (`context=None`) or cross-attention; `spectral=True` swaps the core for `qkv_fft2`."""
+
+    num_heads: int
+    head_dim: int
+    spectral: bool = False
+    qk_norm: bool = True
+    zero_init_out: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x_bld: jax.Array,
+        context_bsd: jax.Array | None = None,
+        *,
+        rope_q: tuple[jax.Array, jax.Array] | None = None,
+        rope_k: tuple[jax.Array, jax.Array] | None = None,
+        key_mask_bs: jax.Array | None = None,
+    ) -> jax.Array:
+        width = x_bld.shape[-1]
+        context = x_bld if context_bsd is None else context_bsd
+
+        def proj(name):
+            return nn.DenseGeneral(
+                (self.num_heads, self.head_dim),
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "heads", "kv")),
+                bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")),
+                name=name,
+            )
+
+        q = constrain(proj("query")(x_bld), HEADS)
+        k = constrain(proj("key")(context), HEADS)
+        v = constrain(proj("value")(context), HEADS)
+        if self.qk_norm:
+            q = layer_norm("query_norm")(q).astype(self.dtype)
+            k = layer_norm("key_norm")(k).astype(self.dtype)
+        if rope_q is not None:
+            q = apply_rope(q, rope_q)
+        if rope_k is not None:
+            k = apply_rope(k, rope_k)
+        if self.spectral:
+            out = spectral.qkv_fft2_attention(q, k, v, key_mask_bs, dtype=self.dtype)
+        else:
+            out = dot_product_attention(q, k, v, key_mask_bs)
+        out = constrain(out, HEADS)
+        out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.xavier_uniform()
+        out = nn.DenseGeneral(
+            width,
+            axis=(-2, -1),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=partitioned(out_init, ("heads", "kv", "embed")),
+            bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+            name="out",
+        )(out)
+        return constrain(out, TOKENS)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# AdaLN-Zero and the FFN
+
+
+def modulate(x_bld: jax.Array, shift_b1d: jax.Array, scale_b1d: jax.Array) -> jax.Array:
+    return x_bld * (1.0 + scale_b1d) + shift_b1d
+
+
+class AdaLNZero(nn.Module):
+    """SiLU(c) -> Linear(D, n·D), zero-initialised (DiT's AdaLN-Zero): n chunks of (B, 1, D), all zero at
+    init, so every gated branch starts switched off and each block starts as the identity."""
+
+    num_chunks: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, c_bd: jax.Array) -> list[jax.Array]:
+        width = c_bd.shape[-1]
+        mod = dense(self.num_chunks * width, ("embed", "mlp"), "modulation", self.dtype, zero_init=True)(
+            nn.silu(c_bd)
+        )
+        return [m[:, None, :] for m in jnp.split(mod, self.num_chunks, axis=-1)]
+
+
+class FeedForward(nn.Module):
+    """Linear(D, r·D) -> GELU -> dropout -> Linear(r·D, D)."""
+
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_bld: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        width = x_bld.shape[-1]
+        hidden = dense(int(self.mlp_ratio * width), ("embed", "mlp"), "fc_in", self.dtype)(x_bld)
+        hidden = constrain(nn.gelu(hidden), ("act_batch", "act_len", "act_mlp"))
+        hidden = nn.Dropout(self.dropout)(hidden, deterministic=deterministic)
+        return constrain(dense(width, ("mlp", "embed"), "fc_out", self.dtype)(hidden), TOKENS)
