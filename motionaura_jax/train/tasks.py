@@ -12,6 +12,7 @@ from motionaura_jax.train.task import Task
 TASKS = {
     "tiny": "motionaura_jax.train.tiny:make_task",
     "vae": "motionaura_jax.train.vae:make_task",
+    "t2v": "motionaura_jax.train.t2v:make_task",
 }
 
 

@@ -1,0 +1,129 @@
+"""`motionaura sample --ckpt=T2V_WORKDIR --prompt "a red circle moving left" --out video.mp4 [options]`
+
+Text → discrete diffusion sampler (all-[MASK] start, --steps reverse steps with exact skip transitions,
+classifier-free guidance --guidance, --temperature) → the frozen tokenizer's decoder → a video file and a PNG
+contact sheet next to it (same stem). Several --prompt flags, or --num > 1, write one video per sample with a
+`_<i>` suffix, plus captions.jsonl (the format `motionaura eval t2v` reads). --tokens also saves the code ids.
+--guidance=-1 turns guidance off (one conditional pass per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="motionaura sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ckpt", required=True, help="the text-to-video training workdir")
+    parser.add_argument("--prompt", action="append", required=True, help="caption (repeat for several)")
+    parser.add_argument("--out", required=True, help="video file to write (.mp4, .gif, ...)")
+    parser.add_argument("--num", type=int, default=1, help="samples per prompt")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="reverse steps (default: the config's sample.num_steps)"
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="CFG scale s (0: unconditional, 1: conditional; default: the config's; -1: off)",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="x0 temperature (default: the config's)"
+    )
+    parser.add_argument(
+        "--fps", type=float, default=0.0, help="FPS condition and output rate (default: config)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tokenizer", default="", help="tokenizer workdir (default: the one it was trained on)"
+    )
+    parser.add_argument("--tokens", default="", help="also write the code ids to this .npz")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if args.num < 1:
+        print(f"motionaura sample: --num must be >= 1, got {args.num}", file=sys.stderr)
+        return 2
+    out = pathlib.Path(args.out)
+    if not out.suffix:
+        print(f"motionaura sample: --out={out} needs a video suffix such as .mp4 or .gif", file=sys.stderr)
+        return 2
+
+    import numpy as np
+
+    from motionaura_jax.commands.encode import save_npz_atomic
+    from motionaura_jax.data.video_io import write_contact_sheet, write_video
+    from motionaura_jax.train.loop import restore_state
+    from motionaura_jax.train.t2v import T2VGenerator
+
+    try:
+        config, state, _ = restore_state(args.ckpt)
+    except FileNotFoundError as error:
+        print(f"motionaura sample: {error}", file=sys.stderr)
+        return 2
+    if config.get("task") != "t2v":
+        print(
+            f"motionaura sample: {args.ckpt} is a {config.get('task')!r} run, not a text-to-video (t2v) one",
+            file=sys.stderr,
+        )
+        return 2
+    if args.tokenizer:
+        config.tokens.tokenizer_workdir = args.tokenizer
+    try:
+        generator = T2VGenerator(config, state.params)
+    except (FileNotFoundError, ValueError) as error:
+        print(
+            f"motionaura sample: tokenizer {config.tokens.tokenizer_workdir}: {error} "
+            "(pass --tokenizer=VAE_WORKDIR if it moved)",
+            file=sys.stderr,
+        )
+        return 2
+    s = config.sample
+    guidance = s.guidance_scale if args.guidance is None else args.guidance
+    guidance = None if guidance is not None and guidance < 0 else guidance
+    fps = args.fps or float(s.fps)
+    prompts = [p for p in args.prompt for _ in range(args.num)]
+    ids = generator.tokens(
+        prompts,
+        num_steps=args.steps or int(s.num_steps),
+        guidance_scale=guidance,
+        temperature=args.temperature or float(s.temperature),
+        fps=fps,
+        seed=args.seed,
+    )
+    videos = generator.decode(ids)
+    single = len(prompts) == 1
+    paths = [out if single else out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(prompts))]
+    for path, video, prompt in zip(paths, videos, prompts, strict=True):
+        write_video(path, video, fps)
+        write_contact_sheet(path.with_suffix(".png"), video)
+        print(
+            f"{prompt!r} -> {path} ({video.shape[0]} frames {video.shape[1]}x{video.shape[2]}), "
+            f"{path.with_suffix('.png').name}"
+        )
+    if not single:
+        import json
+
+        tmp = out.parent / "captions.jsonl.tmp"
+        tmp.write_text(
+            "".join(
+                json.dumps({"video": p.name, "caption": c}) + "\n"
+                for p, c in zip(paths, prompts, strict=True)
+            )
+        )
+        os.replace(tmp, out.parent / "captions.jsonl")
+    if args.tokens:
+        save_npz_atomic(
+            pathlib.Path(args.tokens),
+            ids=np.asarray(ids, np.int32),
+            fps=np.float32(fps),
+            prompts=np.asarray(prompts),
+        )
+    return 0

@@ -1,0 +1,319 @@
+"""Text-to-video data: clips as code ids of the frozen tokenizer, captions as frozen text embeddings.
+
+    build_token_cache("runs/cache", tokenizer_workdir="runs/vae", data_cfg=config.data, text_encoder="minilm")
+    cache = TokenCache("runs/cache"); it = TokenCacheIterator(cache, batch_size=8, seed=0)
+
+Layout of a cache folder:
+  spec.json           what it was built from (tokenizer run and step, data config, split, text encoder); a
+                      rebuild with a different spec refuses to mix the two
+  shard_00000.npz     `shard_size` clips: ids int32 (n, T', H', W'), fps float32 (n,), index int32 (n,)
+                      (the clip's index in its source), caption_index int32 (n,) into the shard's own table
+                      captions (U,) str, text float32 (U, L, D), text_mask bool (U, L)
+  meta.json           written last: num_clips, grid, num_codes, text_len, text_dim, num_shards
+Every file is written to a temporary name and renamed, so an interrupted build resumes at the first missing
+shard. Captions are stored once per shard (Moving Shapes has 84 distinct captions), not once per clip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+SPEC_FILE, META_FILE = "spec.json", "meta.json"
+VERSION = 1
+
+
+class TokenCacheError(ValueError):
+    """A cache that cannot be built or read as asked; the message names the folder and the fix."""
+
+
+def _write_atomic(path: pathlib.Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: pathlib.Path, value: dict) -> None:
+    _write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(value, indent=1, sort_keys=True)))
+
+
+def _write_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    _write_atomic(path, write)
+
+
+def shard_path(folder: pathlib.Path, shard: int) -> pathlib.Path:
+    return folder / f"shard_{shard:05d}.npz"
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    return (pathlib.Path(folder) / META_FILE).is_file()
+
+
+def _tokenizer_encoder(tokenizer_workdir: str | os.PathLike):
+    """(encode(video_bthwc float32 in [-1,1]) -> ids, tokenizer config, checkpoint step) of a trained run."""
+    import jax
+
+    from motionaura_jax.models.vqvae import VQVAE
+    from motionaura_jax.train.checkpoint import Checkpointer
+    from motionaura_jax.train.loop import restore_state
+
+    config, state, _ = restore_state(tokenizer_workdir)
+    with Checkpointer(pathlib.Path(tokenizer_workdir) / "checkpoints") as checkpointer:
+        step = checkpointer.latest_step() if hasattr(checkpointer, "latest_step") else None
+    model = VQVAE(config.model)
+    variables = {"params": state.params, "vq": state.vq}
+    encode = jax.jit(lambda v, x: model.apply(v, x, method="encode")[1].ids)
+    return (lambda x: np.asarray(encode(variables, x), np.int32)), config, step
+
+
+def build_token_cache(
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer_workdir: str | os.PathLike,
+    data_cfg,
+    split: str = "train",
+    num_clips: int = 0,
+    shard_size: int = 256,
+    batch_size: int = 16,
+    text_encoder: str = "minilm",
+    text_model_dir: str | None = None,
+    text_max_length: int | None = None,
+    text_cache_dir: str | None = None,
+    progress: bool = True,
+) -> pathlib.Path:
+    """Encodes `split` of the data (the first `num_clips`, 0: all) with the frozen tokenizer and text encoder.
+
+    Resumable: shards already on disk are kept. Returns the folder.
+    """
+    from motionaura_jax.data.pipeline import make_source, to_model_range
+    from motionaura_jax.models.text.encode import encode_text
+
+    out = pathlib.Path(out_dir)
+    source = make_source(data_cfg, split=split, seed=0)
+    total = len(source) if not num_clips else min(int(num_clips), len(source))
+    if total <= 0:
+        raise TokenCacheError(f"token cache {out}: split {split!r} of the data has no clips")
+    if shard_size < 1 or batch_size < 1:
+        raise TokenCacheError(f"token cache {out}: shard_size and batch_size must be >= 1")
+    encode_video, tok_config, tok_step = _tokenizer_encoder(tokenizer_workdir)
+    spec = {
+        "version": VERSION,
+        "tokenizer_workdir": str(pathlib.Path(tokenizer_workdir).resolve()),
+        "tokenizer_step": tok_step,
+        "num_codes": int(tok_config.model.quantizer.num_codes),
+        "data": {
+            k: v
+            for k, v in sorted(dict(data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else data_cfg).items())
+            if isinstance(v, (int, float, str, bool))
+        },
+        "split": split,
+        "num_clips": total,
+        "shard_size": int(shard_size),
+        "text_encoder": text_encoder,
+        "text_model_dir": str(text_model_dir or ""),
+        "text_max_length": int(text_max_length or 0),
+    }
+    spec_file = out / SPEC_FILE
+    if spec_file.is_file():
+        old = json.loads(spec_file.read_text())
+        changed = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
+        if changed:
+            raise TokenCacheError(
+                f"token cache {out} was built with other settings ({', '.join(changed)} differ: "
+                f"{ {k: old.get(k) for k in changed} } vs { {k: spec.get(k) for k in changed} }); "
+                "delete the folder or choose another path"
+            )
+    else:
+        _write_json(spec_file, spec)
+
+    num_shards = -(-total // shard_size)
+    grid = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"tokenize {split}", unit="clip")
+    for shard in range(num_shards):
+        start, stop = shard * shard_size, min(total, (shard + 1) * shard_size)
+        path = shard_path(out, shard)
+        if path.is_file():
+            if grid is None:
+                with np.load(path) as f:
+                    grid = tuple(int(g) for g in f["ids"].shape[1:])
+            if bar is not None:
+                bar.update(stop - start)
+            continue
+        ids, fps, captions = [], [], []
+        for first in range(start, stop, batch_size):
+            last = min(stop, first + batch_size)
+            clips = [source.load(i, i) for i in range(first, last)]
+            video = np.stack([to_model_range(c["video"]) for c in clips])
+            if len(clips) < batch_size:  # pad to one shape: one compile for the whole build
+                video = np.concatenate([video, np.repeat(video[-1:], batch_size - len(clips), axis=0)])
+            ids.append(encode_video(video)[: len(clips)])
+            fps.extend(float(c["fps"]) for c in clips)
+            captions.extend(str(c["caption"]) for c in clips)
+            if bar is not None:
+                bar.update(len(clips))
+        table = sorted(set(captions))
+        text, text_mask = encode_text(
+            table,
+            encoder=text_encoder,
+            model_dir=text_model_dir,
+            max_length=text_max_length,
+            cache_dir=text_cache_dir,
+        )
+        position = {c: i for i, c in enumerate(table)}
+        ids_n = np.concatenate(ids)
+        grid = tuple(int(g) for g in ids_n.shape[1:])
+        _write_npz(
+            path,
+            {
+                "ids": ids_n.astype(np.int32),
+                "fps": np.asarray(fps, np.float32),
+                "index": np.arange(start, stop, dtype=np.int32),
+                "caption_index": np.asarray([position[c] for c in captions], np.int32),
+                "captions": np.asarray(table),
+                "text": np.asarray(text, np.float32),
+                "text_mask": np.asarray(text_mask, bool),
+            },
+        )
+    if bar is not None:
+        bar.close()
+    with np.load(shard_path(out, 0)) as f:
+        text_len, text_dim = (int(d) for d in f["text"].shape[1:])
+    _write_json(
+        out / META_FILE,
+        {
+            "num_clips": total,
+            "num_shards": num_shards,
+            "grid": list(grid),
+            "num_codes": spec["num_codes"],
+            "text_len": text_len,
+            "text_dim": text_dim,
+            "split": split,
+        },
+    )
+    return out
+
+
+class TokenCache:
+    """A finished cache, loaded into host memory (ids are small: 5·8·8 int32 per 17-frame 32² clip)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = pathlib.Path(folder)
+        if not is_complete(self.folder):
+            raise TokenCacheError(
+                f"{self.folder} is not a finished token cache (no {META_FILE}); build it with "
+                "motionaura_jax.data.token_cache.build_token_cache (resumes where it stopped)"
+            )
+        self.meta = json.loads((self.folder / META_FILE).read_text())
+        ids, fps, index, caption_index, captions, texts, masks = [], [], [], [], [], [], []
+        for shard in range(int(self.meta["num_shards"])):
+            with np.load(shard_path(self.folder, shard)) as f:
+                ids.append(f["ids"])
+                fps.append(f["fps"])
+                index.append(f["index"])
+                caption_index.append(f["caption_index"] + len(captions))
+                captions.extend(str(c) for c in f["captions"])
+                texts.append(f["text"])
+                masks.append(f["text_mask"])
+        self.ids = np.concatenate(ids)
+        self.fps = np.concatenate(fps)
+        self.index = np.concatenate(index)
+        self.caption_index = np.concatenate(caption_index)
+        self.captions = captions
+        self.text = np.concatenate(texts)
+        self.text_mask = np.concatenate(masks)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(int(g) for g in self.meta["grid"])
+
+    @property
+    def num_codes(self) -> int:
+        return int(self.meta["num_codes"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        rows = self.caption_index[indices]
+        return {
+            "ids": self.ids[indices].astype(np.int32),
+            "text": self.text[rows],
+            "text_mask": self.text_mask[rows],
+            "fps": self.fps[indices].astype(np.float32),
+            "index": self.index[indices].astype(np.int32),
+        }
+
+    def caption(self, i: int) -> str:
+        return self.captions[int(self.caption_index[i])]
+
+
+class TokenCacheIterator:
+    """Host-local batches from a TokenCache. Each epoch is a seeded permutation; global batch j is
+    permutation[j·B:(j+1)·B] and process p takes its contiguous slice, so the state is a batch counter."""
+
+    def __init__(
+        self,
+        cache: TokenCache,
+        *,
+        global_batch: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        if global_batch % process_count:
+            raise TokenCacheError(
+                f"global batch {global_batch} is not divisible by {process_count} processes"
+            )
+        if len(cache) < global_batch:
+            raise TokenCacheError(
+                f"token cache {cache.folder} holds {len(cache)} clips, fewer than one batch of "
+                f"{global_batch}; build it with more clips or lower train.batch_size"
+            )
+        self.cache, self.global_batch, self.seed = cache, global_batch, seed
+        self.local_batch = global_batch // process_count
+        self.offset = process_index * self.local_batch
+        self.batch_index = 0
+
+    def _indices(self, batch_index: int) -> np.ndarray:
+        per_epoch = len(self.cache) // self.global_batch
+        epoch, within = divmod(batch_index, per_epoch)
+        permutation = np.random.default_rng([self.seed, epoch]).permutation(len(self.cache))
+        start = within * self.global_batch + self.offset
+        return permutation[start : start + self.local_batch]
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = self.cache.batch(self._indices(self.batch_index))
+        self.batch_index += 1
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        return {"batch_index": self.batch_index}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.batch_index = int(state["batch_index"])
+
+    def __len__(self) -> int:
+        return len(self.cache)
