@@ -296,6 +296,7 @@ def count_params(config: ml_collections.ConfigDict) -> dict[str, int]:
     params = nn.meta.unbox(shapes["params"])
     count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))  # noqa: E731
     out = {name: count(sub) for name, sub in params.items()}
-    out["codebook"] = count(nn.meta.unbox(shapes.get("vq", {}).get("embedding", ())))
+    vq = nn.meta.unbox(shapes.get("vq", {}))
+    out["codebook"] = count(jax.tree.map(lambda x: x, vq)["quantizer"]["embedding"]) if vq else 0
     out["total"] = count(params) + out["codebook"]
     return out
