@@ -1,8 +1,12 @@
 """`motionaura quickstart [--workdir=runs/quickstart] [--config.key=value ...]`: the embedded default end to end.
 
-Runs, in order, every stage of the pipeline that exists in this checkout, each on Moving Shapes with its
-quickstart experiment, and prints where its outputs (metrics, samples, checkpoints) went. Re-running resumes.
-Overrides apply to every stage (e.g. `--config.train.steps=50` for a faster look).
+Runs every stage of the pipeline that exists in this checkout on Moving Shapes, each with its quickstart
+experiment, in WORKDIR/<task>; each stage's outputs feed the next (the text-to-video stage tokenizes with the
+tokenizer just trained). After the tokenizer it evaluates reconstructions (`eval recon`), after text-to-video it
+samples four prompts and judges them (`eval t2v`). Re-running resumes where it stopped.
+
+An override applies to every stage whose config has that key (`--config.train.steps=50` shortens them all);
+a key no stage has is an error.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from motionaura_jax import config as config_lib
 STAGES = (
     ("tokenizer", "experiments/vae_quickstart.py", "vae"),
     ("text-to-video", "experiments/t2v_quickstart.py", "t2v"),
-    ("inpainting", "experiments/inpaint_quickstart.py", "inpaint"),
 )
 FALLBACK = ("loop check (tiny)", "experiments/tiny.py", "tiny")
 
@@ -29,26 +32,70 @@ def available_stages() -> list[tuple[str, str, str]]:
     return stages or [FALLBACK]
 
 
+def stage_configs(root: pathlib.Path, overrides: list[tuple[str, str]]) -> list[tuple[str, str, object]]:
+    """Loads every stage's config, wires each stage to the previous one, applies the overrides that fit."""
+    used: set[str] = set()
+    configs = []
+    for stage, experiment, task in available_stages():
+        config = config_lib.load_experiment(experiment)
+        if task == "t2v":
+            config.tokens.tokenizer_workdir = str(root / "vae")
+        keys = set(config_lib.all_keys(config))
+        for key, value in overrides:
+            if key in keys:
+                config_lib.apply_override(config, key, value)
+                used.add(key)
+        config.lock()
+        configs.append((stage, task, config))
+    unused = [key for key, _ in overrides if key not in used]
+    if unused:
+        raise config_lib.ConfigError(f"no quickstart stage has the config key(s) {unused}")
+    return configs
+
+
+def _after_tokenizer(workdir: pathlib.Path) -> None:
+    from motionaura_jax.eval import recon
+
+    recon.main([f"--ckpt={workdir}", f"--out={workdir / 'eval_recon.json'}",
+                f"--sheet={workdir / 'reconstructions.png'}"])
+
+
+def _after_t2v(workdir: pathlib.Path, config) -> None:
+    from motionaura_jax.commands import eval as eval_command
+    from motionaura_jax.commands import sample
+
+    samples = workdir / "quickstart_samples"
+    prompts = [arg for p in config.sample.prompts for arg in ("--prompt", p)]
+    sample.main([f"--ckpt={workdir}", f"--out={samples / 'sample.mp4'}", *prompts])
+    eval_command.main(["t2v", f"--videos={samples}", f"--out={samples / 'metrics.json'}"])
+
+
 def main(argv: list[str]) -> int:
     rest, overrides = config_lib.split_overrides(argv)
-    parser = argparse.ArgumentParser(prog="motionaura quickstart", description=__doc__)
+    parser = argparse.ArgumentParser(prog="motionaura quickstart", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="runs/quickstart")
     args = parser.parse_args(rest)
+    root = pathlib.Path(args.workdir)
+    try:
+        configs = stage_configs(root, overrides)
+    except config_lib.ConfigError as error:
+        print(f"motionaura quickstart: config error: {error}", file=sys.stderr)
+        return 2
 
     from motionaura_jax.train import loop
     from motionaura_jax.train.logging import setup_logging
 
     setup_logging()
-    root = pathlib.Path(args.workdir)
-    for stage, experiment, task in available_stages():
+    for stage, task, config in configs:
         workdir = root / task
-        print(f"== {stage}: {experiment} -> {workdir}", flush=True)
-        try:
-            config = config_lib.load_config(experiment, overrides)
-        except config_lib.ConfigError as error:
-            print(f"motionaura quickstart: config error: {error}", file=sys.stderr)
-            return 2
+        print(f"== {stage}: {task} -> {workdir}", flush=True)
         result = loop.train(config, workdir)
         summary = " ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items())
-        print(f"== {stage} done at step {result.step}: {summary}\n   outputs: {workdir.resolve()}", flush=True)
+        print(f"== {stage} trained to step {result.step}: {summary}", flush=True)
+        if task == "vae":
+            _after_tokenizer(workdir)
+        elif task == "t2v":
+            _after_t2v(workdir, config)
+        print(f"== {stage} outputs: {workdir.resolve()}", flush=True)
     return 0

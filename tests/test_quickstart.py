@@ -1,0 +1,24 @@
+"""`motionaura quickstart` wiring: stages in order, each fed by the previous one, overrides where they fit."""
+
+import pathlib
+
+import pytest
+
+from motionaura_jax import config as config_lib
+from motionaura_jax.commands import quickstart
+
+
+def test_stages_are_wired_and_overrides_apply_where_they_fit(tmp_path):
+    configs = quickstart.stage_configs(tmp_path, [("train.steps", "7"), ("tokens.text_max_length", "8")])
+    tasks = [task for _, task, _ in configs]
+    assert tasks[:2] == ["vae", "t2v"]
+    by_task = {task: config for _, task, config in configs}
+    assert all(c.train.steps == 7 for c in by_task.values())
+    assert pathlib.Path(by_task["t2v"].tokens.tokenizer_workdir) == tmp_path / "vae"
+    assert by_task["t2v"].tokens.text_max_length == 8
+
+
+def test_override_no_stage_has_is_an_error(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="trian.steps"):
+        quickstart.stage_configs(tmp_path, [("trian.steps", "3")])
+    assert quickstart.main(["--workdir", str(tmp_path), "--config.trian.steps=3"]) == 2
