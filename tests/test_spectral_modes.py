@@ -49,11 +49,21 @@ def test_qkv_fft2_matches_direct_dft_reference():
     rng = np.random.default_rng(0)
     q, k, v = rand(rng, 2, 6, 3, 4), rand(rng, 2, 5, 3, 4), rand(rng, 2, 5, 3, 4)
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
-    for m in (None, mask):
-        got = spectral.qkv_fft2_attention(
-            jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), None if m is None else jnp.asarray(m)
-        )
-        np.testing.assert_allclose(np.asarray(got), np_qkv_fft2(q, k, v, m), atol=2e-5, rtol=1e-4)
+    for impl in spectral.QKV_FFT2_IMPLS:  # the literal formula and the half-rows rfft form
+        for m in (None, mask):
+            got = spectral.qkv_fft2_attention(
+                jnp.asarray(q),
+                jnp.asarray(k),
+                jnp.asarray(v),
+                None if m is None else jnp.asarray(m),
+                impl=impl,
+            )
+            np.testing.assert_allclose(np.asarray(got), np_qkv_fft2(q, k, v, m), atol=2e-5, rtol=1e-4)
+    # Odd and even token counts take different rfft paths (with and without a Nyquist row).
+    q7 = rand(np.random.default_rng(9), 2, 7, 3, 4)
+    np.testing.assert_allclose(
+        np.asarray(spectral.qkv_fft2_attention(q7, k, v)), np_qkv_fft2(q7, k, v), atol=2e-5, rtol=1e-4
+    )
     # The operator is not plain attention in disguise: the token-axis FFT changes the result.
     logits = np.einsum("bqhd,bkhd->bhqk", q, k) / 2.0
     probs = np.exp(logits - logits.max(-1, keepdims=True))

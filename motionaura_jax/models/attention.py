@@ -193,6 +193,7 @@ class MultiHeadAttention(nn.Module):
     num_heads: int
     head_dim: int
     spectral: bool = False
+    spectral_impl: str = "rfft"  # spectral.QKV_FFT2_IMPLS
     qk_norm: bool = True
     zero_init_out: bool = False
     dtype: Dtype = jnp.float32
@@ -231,7 +232,7 @@ class MultiHeadAttention(nn.Module):
         if rope_k is not None:
             k = apply_rope(k, rope_k)
         if self.spectral:
-            out = spectral.qkv_fft2_attention(q, k, v, key_mask_bs, dtype=self.dtype)
+            out = spectral.qkv_fft2_attention(q, k, v, key_mask_bs, dtype=self.dtype, impl=self.spectral_impl)
         else:
             out = dot_product_attention(q, k, v, key_mask_bs)
         out = constrain(out, HEADS)

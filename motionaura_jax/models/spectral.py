@@ -5,7 +5,10 @@ inside self- and cross-attention; the equations were not recoverable, so the var
 
 - "qkv_fft2": per head, FFT2 over (tokens, head_dim) of q, k, v; A = softmax(Re(q̂ k̂ᴴ)/√d);
   out = Re(IFFT2(A·v̂)). An FFT over head_dim alone would leave the logits unchanged (Parseval), the token
-  axis is what changes the operator. Used in self-attention and (with `cross_fft`) cross-attention to text.
+  axis is what changes the operator. In fact the head_dim FFT drops out of the operator entirely, and real
+  inputs let half the query frequencies stand for the rest, so the default implementation ("rfft") costs what
+  plain attention costs (derivation in `_qkv_fft2_local`). Used in self-attention and (with `cross_fft`)
+  cross-attention to text.
 - "fnet_mix": x + Re(FFT2_{L,D}(LN x)) before plain attention (FNet token mixing).
 - "global_filter": per latent frame FFT2 over (h, w) -> learnable complex filter -> IFFT2 (GFNet), before
   plain attention.
@@ -65,38 +68,59 @@ def _batch_spec(mesh: Mesh, batch: int, ndim: int) -> PartitionSpec:
 # qkv_fft2: attention between spectral components.
 
 
+QKV_FFT2_IMPLS = ("rfft", "fft2")
+
+
+def _real_imag(xf: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    # [Re, Im] side by side turns complex products into one real matmul: Re(a·conj(b)) = ar·br + ai·bi.
+    return jnp.concatenate([xf.real, xf.imag], axis=-1).astype(dtype)
+
+
+def _spectral_softmax_attention(q_ri, k_ri, v_ri, head_dim: int, dtype: jnp.dtype) -> jax.Array:
+    """softmax(Re(q̂ k̂ᴴ)/√Dh) · v̂ on [Re, Im] stacks; returns the complex (B, rows, H, Dh) result."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q_ri, k_ri, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(logits / math.sqrt(head_dim), axis=-1)
+    # A is real, so A·v̂ = A·Re(v̂) + i·A·Im(v̂): again one real matmul over [Re, Im].
+    o_ri = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v_ri, preferred_element_type=jnp.float32)
+    return jax.lax.complex(o_ri[..., :head_dim], o_ri[..., head_dim:])
+
+
 def _qkv_fft2_local(
     q_blhd: jax.Array,
     k_bshd: jax.Array,
     v_bshd: jax.Array,
     key_mask_bs: jax.Array | None,
     compute_dtype: jnp.dtype,
+    impl: str = "rfft",
 ) -> jax.Array:
-    head_dim = q_blhd.shape[-1]
+    head_dim, length = q_blhd.shape[-1], q_blhd.shape[1]
     if key_mask_bs is not None:
         # Padded keys are zeroed before the token-axis FFT, so their values cannot reach any frequency.
         keep = key_mask_bs[:, :, None, None]
         k_bshd = jnp.where(keep, k_bshd, 0)
         v_bshd = jnp.where(keep, v_bshd, 0)
-
-    def fft2(x):
-        return jnp.fft.fft2(x.astype(jnp.float32), axes=(1, 3), norm="ortho")
-
-    def real_imag(xf):
-        # [Re, Im] side by side turns complex products into one real matmul: Re(a·conj(b)) = ar·br + ai·bi.
-        return jnp.concatenate([xf.real, xf.imag], axis=-1).astype(compute_dtype)
-
-    q_ri, k_ri, v_ri = real_imag(fft2(q_blhd)), real_imag(fft2(k_bshd)), real_imag(fft2(v_bshd))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q_ri, k_ri, preferred_element_type=jnp.float32) / math.sqrt(
-        head_dim
+    q32, k32, v32 = (x.astype(jnp.float32) for x in (q_blhd, k_bshd, v_bshd))
+    if impl == "fft2":  # the formula as written
+        q_hat, k_hat, v_hat = (jnp.fft.fft2(x, axes=(1, 3), norm="ortho") for x in (q32, k32, v32))
+        o_hat = _spectral_softmax_attention(
+            *(_real_imag(x, compute_dtype) for x in (q_hat, k_hat, v_hat)), head_dim, compute_dtype
+        )
+        return jnp.fft.ifft2(o_hat, axes=(1, 3), norm="ortho").real.astype(compute_dtype)
+    if impl != "rfft":
+        raise ValueError(f"unknown qkv_fft2 impl {impl!r}; use one of {QKV_FFT2_IMPLS}")
+    # The same operator at the cost of plain attention, exactly:
+    # (1) the orthonormal head_dim FFT is unitary, so it leaves q̂·conj(k̂) unchanged (Parseval), and it
+    #     commutes with A (which acts on the token axis): IFFT_D(A·FFT_D ṽ) = A·ṽ. Only the token FFT matters;
+    # (2) q, v are real, so their token spectra are Hermitian (x̃[-i] = conj(x̃[i])), hence logits[-i, j] =
+    #     logits[i, -j], A[-i] is a column permutation of A[i], and the output spectrum is Hermitian too: the
+    #     rows i <= L/2 (an rfft) determine it and its inverse (an irfft) is real, matching Re(IFFT2(·)).
+    q_hat = jnp.fft.rfft(q32, axis=1, norm="ortho")  # (B, L//2+1, H, Dh)
+    k_hat = jnp.fft.fft(k32, axis=1, norm="ortho")
+    v_hat = jnp.fft.fft(v32, axis=1, norm="ortho")
+    o_hat = _spectral_softmax_attention(
+        *(_real_imag(x, compute_dtype) for x in (q_hat, k_hat, v_hat)), head_dim, compute_dtype
     )
-    probs = jax.nn.softmax(logits, axis=-1)
-    # A is real, so A·v̂ = A·Re(v̂) + i·A·Im(v̂): again one real matmul over [Re, Im].
-    o_ri = jnp.einsum(
-        "bhqk,bkhd->bqhd", probs.astype(compute_dtype), v_ri, preferred_element_type=jnp.float32
-    )
-    o_hat = jax.lax.complex(o_ri[..., :head_dim], o_ri[..., head_dim:])
-    return jnp.fft.ifft2(o_hat, axes=(1, 3), norm="ortho").real.astype(compute_dtype)
+    return jnp.fft.irfft(o_hat, n=length, axis=1, norm="ortho").astype(compute_dtype)
 
 
 def qkv_fft2_attention(
@@ -106,22 +130,25 @@ def qkv_fft2_attention(
     key_mask_bs: jax.Array | None = None,
     *,
     dtype: jnp.dtype | None = None,
+    impl: str = "rfft",
 ) -> jax.Array:
     """Spectral attention (B,L,H,Dh) x (B,S,H,Dh) -> (B,L,H,Dh) in `dtype` (default q's dtype).
 
     FFT2 over (tokens, head_dim) of q, k, v in float32, logits Re(q̂ k̂ᴴ)/√Dh with softmax over the key
     frequencies, Re(IFFT2(A·v̂)). `key_mask_bs` (True = real token) zeroes padded keys/values before the
     FFT, so padded tokens' values never change the result; an all-False row gives zero output.
+    `impl="fft2"` computes the formula literally; the default "rfft" is the same operator (exactly, see
+    `_qkv_fft2_local`) with half the query rows, i.e. the FLOPs and memory of plain attention.
     """
     compute_dtype = jnp.dtype(dtype or q_blhd.dtype)
+    local = functools.partial(_qkv_fft2_local, compute_dtype=compute_dtype, impl=impl)
     mesh = sharding_lib.active_mesh()
     if mesh is None:
-        return _qkv_fft2_local(q_blhd, k_bshd, v_bshd, key_mask_bs, compute_dtype)
+        return local(q_blhd, k_bshd, v_bshd, key_mask_bs)
     batch, _, heads, _ = q_blhd.shape
     b_axes = _dividing_axes(mesh, BATCH_MESH_AXES, batch)
     h_axes = _dividing_axes(mesh, HEAD_MESH_AXES, heads)
     spec = PartitionSpec(_entry(b_axes), None, _entry(h_axes), None)
-    local = functools.partial(_qkv_fft2_local, compute_dtype=compute_dtype)
     if key_mask_bs is None:
         return jax.shard_map(
             lambda q, k, v: local(q, k, v, None),
