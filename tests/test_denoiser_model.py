@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from motionaura_jax.models import denoiser as den
 from motionaura_jax.parallel import mesh as mesh_lib
@@ -147,18 +147,25 @@ def test_scan_equals_unrolled_with_the_same_params():
     assert boxed["blocks"]["ffn"]["fc_in"]["kernel"].names == ("layers", "embed", "mlp")
 
 
-@pytest.mark.parametrize("mode", ["qkv_fft2", "global_filter"])
-def test_sharded_forward_equals_unsharded(mode):
+@pytest.mark.parametrize(
+    "mode,mesh_shape",
+    [
+        ("qkv_fft2", {"data": 2, "fsdp": 2, "tensor": 2}),
+        ("global_filter", {"data": 2, "fsdp": 2, "tensor": 2}),
+        ("qkv_fft2", {"data": 2, "tensor": 2, "sequence": 2}),  # tokens split over sequence
+    ],
+)
+def test_sharded_forward_equals_unsharded(mode, mesh_shape):
     cfg = tiny(mode)
     inputs = make_inputs(cfg)
     params = random_params(cfg, inputs)
     want = forward(cfg, params, inputs)
 
-    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    mesh = mesh_lib.make_mesh(mesh_shape)
     param_shardings = sharding.unbox(sharding.tree_shardings(abstract_params(cfg, inputs), mesh))
-    assert param_shardings["blocks"]["ffn"]["fc_in"]["kernel"].spec == PartitionSpec(None, "fsdp", "tensor")
+    assert param_shardings["blocks"]["ffn"]["fc_in"]["kernel"].spec[-1] == "tensor"
     sharded_params = jax.device_put(params, param_shardings)
-    batch = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    batch = NamedSharding(mesh, sharding.logical_to_spec(("act_batch",), (4,), mesh))
     sharded_inputs = jax.device_put(inputs, batch)
     model = den.SpectralDenoiser(cfg)
     with sharding.use_mesh(mesh):
@@ -209,3 +216,21 @@ def test_parameter_counts_from_eval_shape():
     large = den.count_params(den.denoiser_config("L"))  # abstract: nothing is allocated
     small = den.count_params(den.denoiser_config("S"))
     assert 4e9 < large < 8e9 and 3e8 < small < 1e9
+
+
+def test_dropout_only_when_not_deterministic():
+    cfg = tiny("none", dropout=0.5)
+    inputs = make_inputs(cfg)
+    params = random_params(cfg, inputs)
+    model = den.SpectralDenoiser(cfg)
+
+    @jax.jit
+    def run(p, key):
+        train = model.apply({"params": p}, *inputs, deterministic=False, rngs={"dropout": key})
+        return train, model.apply({"params": p}, *inputs)
+
+    a, eval_a = run(params, jax.random.key(1))
+    b, eval_b = run(params, jax.random.key(2))
+    np.testing.assert_array_equal(np.asarray(eval_a), np.asarray(eval_b))
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-3
+    assert np.abs(np.asarray(a) - np.asarray(eval_a)).max() > 1e-3

@@ -130,9 +130,9 @@ def test_unknown_mode_is_a_clear_error():
 # shard_map path == plain path on a (data=2, fsdp=2, tensor=2) mesh of 8 fake CPU devices.
 
 
-@pytest.fixture(scope="module")
-def mesh():
-    return mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+@pytest.fixture(scope="module", params=[{"data": 2, "fsdp": 2, "tensor": 2}, {"data": 2, "sequence": 4}])
+def mesh(request):
+    return mesh_lib.make_mesh(request.param)
 
 
 def _sharded(mesh, x, spec):
@@ -141,10 +141,10 @@ def _sharded(mesh, x, spec):
 
 def test_shard_map_path_equals_plain_path(mesh):
     rng = np.random.default_rng(5)
-    q, k, v = rand(rng, 4, 8, 2, 4), rand(rng, 4, 6, 2, 4), rand(rng, 4, 6, 2, 4)
+    q, k, v = rand(rng, 4, 8, 4, 4), rand(rng, 4, 6, 4, 4), rand(rng, 4, 6, 4, 4)
     mask = rng.random((4, 6)) > 0.3
-    y = rand(rng, 4, 2, 4, 4, 6)
-    fr, fi = rand(rng, 4, 3, 6), rand(rng, 4, 3, 6)
+    y = rand(rng, 4, 4, 2, 4, 6)
+    fr, fi = rand(rng, 2, 3, 6), rand(rng, 2, 3, 6)
 
     def loss(q, k, v, mask, y, fr, fi):
         a = spectral.qkv_fft2_attention(q, k, v, mask)
@@ -155,13 +155,18 @@ def test_shard_map_path_equals_plain_path(mesh):
     fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 4, 5, 6), has_aux=True))
     (plain_loss, plain_out), plain_grads = fn(q, k, v, mask, y, fr, fi)
 
-    batch_heads = PartitionSpec(("data", "fsdp"), None, "tensor", None)
+    # Inputs arrive split the way the model's activation rules split them (tokens over `sequence`).
+    def per_head(x):
+        return _sharded(
+            mesh, x, sharding.logical_to_spec(("act_batch", "act_len", "act_heads", None), x.shape, mesh)
+        )
+
     args = (
-        _sharded(mesh, q, batch_heads),
-        _sharded(mesh, k, batch_heads),
-        _sharded(mesh, v, batch_heads),
-        _sharded(mesh, mask, PartitionSpec(("data", "fsdp"))),
-        _sharded(mesh, y, PartitionSpec("data")),
+        per_head(q),
+        per_head(k),
+        per_head(v),
+        _sharded(mesh, mask, PartitionSpec("data")),
+        _sharded(mesh, y, sharding.logical_to_spec(("act_batch", "act_frames"), y.shape[:2], mesh)),
         fr,
         fi,
     )
@@ -171,6 +176,8 @@ def test_shard_map_path_equals_plain_path(mesh):
             jax.value_and_grad(loss, argnums=(0, 4, 5, 6), has_aux=True)
         )(*args)
     assert jaxpr.count("shard_map") >= 3, "the mesh path should run every FFT block under shard_map"
+    if mesh.shape["sequence"] > 1:  # heads (attention) and frames (global filter) split over sequence
+        assert "P('data', None, 'sequence', None)" in jaxpr and "P('data', 'sequence')" in jaxpr
     np.testing.assert_allclose(float(mesh_loss), float(plain_loss), rtol=1e-5)
     for got, want in zip(mesh_out + mesh_grads, plain_out + plain_grads, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)

@@ -17,8 +17,8 @@ inside self- and cross-attention; the equations were not recoverable, so the var
 Every FFT runs in float32 (JAX rejects bf16 FFTs; casts in and out), with norm="ortho" so the residual stream
 keeps its scale (an unnormalised FFT2 over 5120 tokens x 2048 channels would multiply it by ~3000). XLA
 replicates an FFT over a sharded axis, so when a mesh is active (`parallel.sharding.active_mesh()`) each FFT
-block runs under `jax.shard_map` with its FFT axes local: only batch axes (and, for per-head attention, the
-heads) are split across devices.
+block runs under `jax.shard_map` with its FFT axes local: only batch axes and axes the FFT does not cross
+(heads for per-head attention, frames for the per-frame filter) are split across devices.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ from motionaura_jax.parallel import sharding as sharding_lib
 SPECTRAL_MODES = ("qkv_fft2", "fnet_mix", "global_filter", "none")
 # Mesh axes a spectral block may split: batch over these (same as the act_batch rule), heads over tensor.
 BATCH_MESH_AXES = ("data", "fsdp")
-HEAD_MESH_AXES = ("tensor",)
+# Heads are independent, so spectral attention splits them over tensor and over sequence: tokens that arrive
+# split over `sequence` are regrouped by head (an all-to-all, as in Ulysses sequence parallelism) rather than
+# gathered whole onto every device. Frames are independent for the per-frame global filter.
+HEAD_MESH_AXES = ("tensor", "sequence")
+FRAME_MESH_AXES = ("sequence",)
 
 
 def check_mode(mode: str) -> str:
@@ -208,7 +212,8 @@ def global_filter(y_bthwd: jax.Array, filter_real_hfd: jax.Array, filter_imag_hf
     mesh = sharding_lib.active_mesh()
     if mesh is None:
         return _global_filter_local(y_bthwd, filter_real_hfd, filter_imag_hfd)
-    spec = _batch_spec(mesh, y_bthwd.shape[0], y_bthwd.ndim)
+    frames = _dividing_axes(mesh, FRAME_MESH_AXES, y_bthwd.shape[1])
+    spec = PartitionSpec(_entry(_dividing_axes(mesh, BATCH_MESH_AXES, y_bthwd.shape[0])), _entry(frames))
     return jax.shard_map(
         _global_filter_local,
         mesh=mesh,
