@@ -148,15 +148,15 @@ def test_scan_equals_unrolled_with_the_same_params():
 
 
 @pytest.mark.parametrize(
-    "mode,mesh_shape",
+    "mode,mesh_shape,remat",
     [
-        ("qkv_fft2", {"data": 2, "fsdp": 2, "tensor": 2}),
-        ("global_filter", {"data": 2, "fsdp": 2, "tensor": 2}),
-        ("qkv_fft2", {"data": 2, "tensor": 2, "sequence": 2}),  # tokens split over sequence
+        ("qkv_fft2", {"data": 2, "fsdp": 2, "tensor": 2}, False),
+        ("global_filter", {"data": 2, "fsdp": 2, "tensor": 2}, False),
+        ("qkv_fft2", {"data": 2, "tensor": 2, "sequence": 2}, True),  # tokens split over sequence; remat
     ],
 )
-def test_sharded_forward_equals_unsharded(mode, mesh_shape):
-    cfg = tiny(mode)
+def test_sharded_forward_equals_unsharded(mode, mesh_shape, remat):
+    cfg = tiny(mode, remat=remat)
     inputs = make_inputs(cfg)
     params = random_params(cfg, inputs)
     want = forward(cfg, params, inputs)
