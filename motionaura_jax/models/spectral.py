@@ -34,7 +34,7 @@ from jax.sharding import Mesh, PartitionSpec
 from motionaura_jax.parallel import sharding as sharding_lib
 
 SPECTRAL_MODES = ("qkv_fft2", "fnet_mix", "global_filter", "none")
-# Mesh axes a spectral block may split: batch over these (same as the act_batch rule), heads over tensor.
+# Mesh axes a spectral block may split: batch over those of the active `act_batch` rule (default below).
 BATCH_MESH_AXES = ("data", "fsdp")
 # Heads are independent, so spectral attention splits them over tensor and over sequence: tokens that arrive
 # split over `sequence` are regrouped by head (an all-to-all, as in Ulysses sequence parallelism) rather than
@@ -64,8 +64,12 @@ def _entry(axes: tuple[str, ...]) -> str | tuple[str, ...] | None:
     return None if not axes else axes[0] if len(axes) == 1 else axes
 
 
+def _batch_axes(mesh: Mesh, batch: int) -> tuple[str, ...]:
+    return _dividing_axes(mesh, sharding_lib.mesh_axes_for("act_batch", BATCH_MESH_AXES), batch)
+
+
 def _batch_spec(mesh: Mesh, batch: int, ndim: int) -> PartitionSpec:
-    return PartitionSpec(_entry(_dividing_axes(mesh, BATCH_MESH_AXES, batch)), *([None] * (ndim - 1)))
+    return PartitionSpec(_entry(_batch_axes(mesh, batch)), *([None] * (ndim - 1)))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -150,8 +154,8 @@ def qkv_fft2_attention(
     if mesh is None:
         return local(q_blhd, k_bshd, v_bshd, key_mask_bs)
     batch, _, heads, _ = q_blhd.shape
-    b_axes = _dividing_axes(mesh, BATCH_MESH_AXES, batch)
-    h_axes = _dividing_axes(mesh, HEAD_MESH_AXES, heads)
+    b_axes = _batch_axes(mesh, batch)
+    h_axes = _dividing_axes(mesh, tuple(a for a in HEAD_MESH_AXES if a not in b_axes), heads)
     spec = PartitionSpec(_entry(b_axes), None, _entry(h_axes), None)
     if key_mask_bs is None:
         return jax.shard_map(
@@ -213,7 +217,9 @@ def global_filter(y_bthwd: jax.Array, filter_real_hfd: jax.Array, filter_imag_hf
     if mesh is None:
         return _global_filter_local(y_bthwd, filter_real_hfd, filter_imag_hfd)
     frames = _dividing_axes(mesh, FRAME_MESH_AXES, y_bthwd.shape[1])
-    spec = PartitionSpec(_entry(_dividing_axes(mesh, BATCH_MESH_AXES, y_bthwd.shape[0])), _entry(frames))
+    b_axes = _batch_axes(mesh, y_bthwd.shape[0])
+    frames = tuple(a for a in frames if a not in b_axes)
+    spec = PartitionSpec(_entry(b_axes), _entry(frames))
     return jax.shard_map(
         _global_filter_local,
         mesh=mesh,

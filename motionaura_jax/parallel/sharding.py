@@ -156,6 +156,19 @@ def active_mesh() -> Mesh | None:
     return active[0] if active else None
 
 
+def active_rules() -> tuple[tuple[str, MeshAxes], ...] | None:
+    active = _ACTIVE.get()
+    return tuple(active[1]) if active else None
+
+
+def mesh_axes_for(logical_name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The mesh axes the active rules give one logical name (for shard_map specs that must follow the rules)."""
+    rules = active_rules()
+    if rules is None:
+        return default
+    return validate_rules(rules).get(logical_name, ())
+
+
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     """`with_sharding_constraint` by logical names; a no-op when no mesh is active."""
     active = _ACTIVE.get()
