@@ -66,7 +66,8 @@ class Ours:
         self.state = nn.meta.unbox(state)
         self.x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, FRAMES, size, size, 3)), jnp.float32)
         self._step = jax.jit(step, donate_argnums=0)
-        variables = {"params": self.state.params, "vq": self.state.vq}
+        # A copy: the train step donates (and so deletes) the state's buffers.
+        variables = jax.tree.map(jnp.copy, {"params": self.state.params, "vq": self.state.vq})
         self._recon = jax.jit(lambda v, x: model.apply(v, x)["recon"])
         self._enc = jax.jit(lambda v, x: model.apply(v, x, method="encode")[1].ids)
         self._dec = jax.jit(lambda v, ids: model.apply(v, ids, method="decode_ids"))
