@@ -15,6 +15,7 @@ import sys
 
 import motionaura_jax.commands as _commands
 
+
 def _summary(name: str) -> str:
     """First line of a sub-command's docstring, read without importing it (keeps `--help` instant)."""
     path = pathlib.Path(_commands.__path__[0]) / f"{name.replace('-', '_')}.py"

@@ -37,7 +37,9 @@ def _resolve_experiment_path(path: str) -> pathlib.Path:
             return candidate
     known = sorted(p.stem for p in (REPO_ROOT / "experiments").glob("*.py") if not p.stem.startswith("_"))
     close = difflib.get_close_matches(pathlib.Path(path).stem, known, n=3)
-    hint = f" Closest experiments: {', '.join(close)}." if close else f" Known experiments: {', '.join(known)}."
+    hint = (
+        f" Closest experiments: {', '.join(close)}." if close else f" Known experiments: {', '.join(known)}."
+    )
     raise ConfigError(f"experiment file {path!r} not found.{hint}")
 
 
@@ -52,7 +54,9 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"{file} defines no get_config(arg=None)")
     config = module.get_config(arg) if arg else module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(f"{file}: get_config() must return an ml_collections.ConfigDict, got {type(config)}")
+        raise ConfigError(
+            f"{file}: get_config() must return an ml_collections.ConfigDict, got {type(config)}"
+        )
     return config
 
 
@@ -124,8 +128,10 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) ->
             node = node[part]
     current = node[parts[-1]]
     if isinstance(current, ml_collections.ConfigDict):
-        raise ConfigError(f"--config.{dotted} names a group; set one of its keys: "
-                          f"{', '.join(f'{dotted}.{k}' for k in current.keys())}")
+        raise ConfigError(
+            f"--config.{dotted} names a group; set one of its keys: "
+            f"{', '.join(f'{dotted}.{k}' for k in current.keys())}"
+        )
     value = _parse_value(text, current, dotted)
     with node.unlocked():
         node[parts[-1]] = value
@@ -214,12 +220,21 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.task = task
     config.model = ml_collections.ConfigDict()
     config.data = ml_collections.ConfigDict()
-    config.train = ml_collections.ConfigDict(dict(
-        steps=100, batch_size=8, lr=1e-3, seed=0,
-        log_every=10, ckpt_every=100, keep=3,  # keep: checkpoints kept on disk
-        eval_every=0, sample_every=0,  # 0 = only never (eval/sample hooks of the task)
-        profile_start=-1, profile_steps=0,  # jax.profiler trace window, written to WORKDIR/profile
-    ))
+    config.train = ml_collections.ConfigDict(
+        dict(
+            steps=100,
+            batch_size=8,
+            lr=1e-3,
+            seed=0,
+            log_every=10,
+            ckpt_every=100,
+            keep=3,  # keep: checkpoints kept on disk
+            eval_every=0,
+            sample_every=0,  # 0 = only never (eval/sample hooks of the task)
+            profile_start=-1,
+            profile_steps=0,  # jax.profiler trace window, written to WORKDIR/profile
+        )
+    )
     # Axis sizes; -1 fills with the devices left. num_devices=-1 uses all devices.
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1, num_devices=-1))
     # Extra (logical name, mesh axes) rules merged over parallel.sharding.DEFAULT_RULES.

@@ -27,13 +27,23 @@ def flat_params(params) -> dict[str, np.ndarray]:
 
 
 def cli_args(workdir, *extra):
-    return [sys.executable, "-m", "motionaura_jax.cli", "train", "--config=experiments/tiny.py",
-            f"--workdir={workdir}", "--config.train.log_every=1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "motionaura_jax.cli",
+        "train",
+        "--config=experiments/tiny.py",
+        f"--workdir={workdir}",
+        "--config.train.log_every=1",
+        *extra,
+    ]
 
 
 def popen(args):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(predicate, proc, timeout=180.0):
@@ -79,8 +89,9 @@ def test_restore_on_four_devices_and_another_mesh(tmp_path):
     config = tiny_config(**{"mesh.data": 2, "mesh.fsdp": 4})
     result = loop.train(config, tmp_path / "run")
     np.savez(tmp_path / "ref.npz", **flat_params(result.state.params))
-    proc = run_subprocess(["-c", RESTORE_SCRIPT, str(tmp_path / "run"), str(tmp_path / "ref.npz")], devices=4,
-                          timeout=300)
+    proc = run_subprocess(
+        ["-c", RESTORE_SCRIPT, str(tmp_path / "run"), str(tmp_path / "ref.npz")], devices=4, timeout=300
+    )
     assert "RESTORED 6" in proc.stdout
 
 
@@ -89,8 +100,11 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path):
     straight_fingerprints = [m["batch_fingerprint"] for m in read_metrics(tmp_path / "straight")]
 
     workdir = tmp_path / "killed"
-    proc = popen(cli_args(workdir, "--config.train.steps=6", "--config.train.ckpt_every=3",
-                          "--config.data.delay_s=0.4"))
+    proc = popen(
+        cli_args(
+            workdir, "--config.train.steps=6", "--config.train.ckpt_every=3", "--config.data.delay_s=0.4"
+        )
+    )
     wait_for(lambda: 3 in committed_steps(workdir), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -99,7 +113,9 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path):
 
     resumed = loop.train(tiny_config(), workdir)
     assert resumed.step == 6
-    jax.tree.map(np.testing.assert_array_equal, flat_params(resumed.state.params), flat_params(straight.state.params))
+    jax.tree.map(
+        np.testing.assert_array_equal, flat_params(resumed.state.params), flat_params(straight.state.params)
+    )
     # Same data order: the last logged fingerprint of each step equals the straight run's.
     by_step = {m["step"]: m["batch_fingerprint"] for m in read_metrics(workdir)}
     assert [by_step[s] for s in range(1, 7)] == straight_fingerprints
@@ -107,8 +123,11 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path):
 
 def test_sigterm_saves_current_step_and_exits_zero(tmp_path):
     workdir = tmp_path / "run"
-    proc = popen(cli_args(workdir, "--config.train.steps=1000", "--config.train.ckpt_every=0",
-                          "--config.data.delay_s=0.3"))
+    proc = popen(
+        cli_args(
+            workdir, "--config.train.steps=1000", "--config.train.ckpt_every=0", "--config.data.delay_s=0.3"
+        )
+    )
     wait_for(lambda: len(read_metrics(workdir)) >= 2, proc)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)

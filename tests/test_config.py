@@ -12,8 +12,9 @@ from tests.conftest import REPO
 
 
 def test_overrides_are_typed_like_the_value_they_replace():
-    config = config_lib.load_config("experiments/tiny.py", ["--config.train.steps=3", "train.lr=0.5",
-                                                            ("mesh.fsdp", "4")])
+    config = config_lib.load_config(
+        "experiments/tiny.py", ["--config.train.steps=3", "train.lr=0.5", ("mesh.fsdp", "4")]
+    )
     assert config.train.steps == 3 and isinstance(config.train.steps, int)
     assert config.train.lr == 0.5 and isinstance(config.train.lr, float)
     assert config.mesh.fsdp == 4
@@ -45,9 +46,21 @@ def test_config_json_round_trip(tmp_path):
 def test_cli_typo_fails_before_any_compile(tmp_path):
     """`--config.trian.steps=3` exits non-zero with a message naming `train`, before jax starts."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "motionaura_jax.cli", "train", "--config=experiments/tiny.py",
-                           f"--workdir={tmp_path / 'run'}", "--config.trian.steps=3"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "motionaura_jax.cli",
+            "train",
+            "--config=experiments/tiny.py",
+            f"--workdir={tmp_path / 'run'}",
+            "--config.trian.steps=3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "trian" in proc.stderr and "train" in proc.stderr.replace("trian", "")
     assert not (tmp_path / "run").exists(), "nothing may be written for a bad config"

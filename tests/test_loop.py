@@ -41,8 +41,11 @@ def test_sharded_losses_and_params_equal_unsharded(runs):
     for name in ("data8", "data2_fsdp4", "data2_tensor4"):
         result, losses = runs[name]
         np.testing.assert_allclose(losses, ref_losses, rtol=2e-5, err_msg=name)
-        jax.tree.map(lambda a, b, name=name: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name),
-                     jax.device_get(result.state.params), ref_params)
+        jax.tree.map(
+            lambda a, b, name=name: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name),
+            jax.device_get(result.state.params),
+            ref_params,
+        )
 
 
 def test_parameter_shardings_follow_rules(runs):

@@ -69,5 +69,7 @@ def test_config_rules_override_defaults():
 def test_mesh_axes_for_follows_the_active_rules():
     mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4})
     assert sharding_lib.mesh_axes_for("act_batch", ("x",)) == ("x",)  # no mesh: the default
-    with sharding_lib.use_mesh(mesh, sharding_lib.merge_rules(sharding_lib.DEFAULT_RULES, [("act_batch", "data")])):
+    with sharding_lib.use_mesh(
+        mesh, sharding_lib.merge_rules(sharding_lib.DEFAULT_RULES, [("act_batch", "data")])
+    ):
         assert sharding_lib.mesh_axes_for("act_batch") == ("data",)

@@ -8,8 +8,9 @@ import sys
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="motionaura plot", description=__doc__)
-    parser.add_argument("--run", action="append", required=True,
-                        help="LABEL=WORKDIR or just WORKDIR (repeat to overlay runs)")
+    parser.add_argument(
+        "--run", action="append", required=True, help="LABEL=WORKDIR or just WORKDIR (repeat to overlay runs)"
+    )
     parser.add_argument("--keys", required=True, help="comma-separated metric names from metrics.jsonl")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--title", default=None)
@@ -22,7 +23,9 @@ def main(argv: list[str]) -> int:
         label, eq, path = item.partition("=")
         runs[label if eq else item] = path if eq else item
     try:
-        out = plot_runs(runs, [k.strip() for k in args.keys.split(",") if k.strip()], args.out, title=args.title)
+        out = plot_runs(
+            runs, [k.strip() for k in args.keys.split(",") if k.strip()], args.out, title=args.title
+        )
     except (KeyError, FileNotFoundError) as error:
         print(f"motionaura plot: {error}", file=sys.stderr)
         return 2

@@ -56,8 +56,13 @@ def stage_configs(root: pathlib.Path, overrides: list[tuple[str, str]]) -> list[
 def _after_tokenizer(workdir: pathlib.Path) -> None:
     from motionaura_jax.eval import recon
 
-    recon.main([f"--ckpt={workdir}", f"--out={workdir / 'eval_recon.json'}",
-                f"--sheet={workdir / 'reconstructions.png'}"])
+    recon.main(
+        [
+            f"--ckpt={workdir}",
+            f"--out={workdir / 'eval_recon.json'}",
+            f"--sheet={workdir / 'reconstructions.png'}",
+        ]
+    )
 
 
 def _after_t2v(workdir: pathlib.Path, config) -> None:
@@ -72,8 +77,11 @@ def _after_t2v(workdir: pathlib.Path, config) -> None:
 
 def main(argv: list[str]) -> int:
     rest, overrides = config_lib.split_overrides(argv)
-    parser = argparse.ArgumentParser(prog="motionaura quickstart", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="motionaura quickstart",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--workdir", default="runs/quickstart")
     args = parser.parse_args(rest)
     root = pathlib.Path(args.workdir)

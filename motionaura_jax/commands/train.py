@@ -14,14 +14,17 @@ from motionaura_jax import config as config_lib
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
     rest, overrides = config_lib.split_overrides(argv)
-    parser = argparse.ArgumentParser(prog="motionaura train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="motionaura train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, config.json, samples")
     parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None)
-    parser.add_argument("--local_devices", type=int, default=None, help="fake CPU devices per process (tests)")
+    parser.add_argument(
+        "--local_devices", type=int, default=None, help="fake CPU devices per process (tests)"
+    )
     return parser.parse_args(rest), overrides
 
 
@@ -39,13 +42,17 @@ def main(argv: list[str]) -> int:
     from motionaura_jax.train.logging import setup_logging
 
     setup_logging()
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                           local_device_count=args.local_devices)
+    distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, local_device_count=args.local_devices
+    )
     try:
         result = loop.train(config, args.workdir)
     except loop.NonFiniteLossError as error:
         print(f"motionaura train: {error}", file=sys.stderr)
         return 1
-    print(f"done: step {result.step}" + (" (preempted)" if result.preempted else "")
-          + "".join(f" {k}={v:.5g}" for k, v in result.last_metrics.items() if k in ("loss", "steps_per_sec")))
+    print(
+        f"done: step {result.step}"
+        + (" (preempted)" if result.preempted else "")
+        + "".join(f" {k}={v:.5g}" for k, v in result.last_metrics.items() if k in ("loss", "steps_per_sec"))
+    )
     return 0

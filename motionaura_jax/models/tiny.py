@@ -28,8 +28,11 @@ class TinyModel(nn.Module):
         u = jax.nn.gelu(dense(c.mlp, ("embed", "mlp"), "mlp_in")(h))
         u = constrain(u, ("act_batch", "act_len", "act_mlp"))
         h = h + dense(c.embed, ("mlp", "embed"), "mlp_out")(u)
-        h = nn.LayerNorm(scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), name="norm")(h)
+        h = nn.LayerNorm(
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+            name="norm",
+        )(h)
         return dense(c.out_dim, ("embed", None), "out_proj")(h)
 
 

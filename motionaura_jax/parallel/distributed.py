@@ -16,8 +16,14 @@ _ENV = {
 }
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               *, local_device_count: int | None = None, timeout_s: int = 300) -> None:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_count: int | None = None,
+    timeout_s: int = 300,
+) -> None:
     """Starts `jax.distributed` when more than one process is asked for; a no-op for a single process.
 
     Arguments fall back to JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID. With none of them set
@@ -36,10 +42,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if num_processes <= 1:
         return
     if coordinator is None or process_id is None:
-        raise ValueError("multi-process run needs --coordinator=HOST:PORT, --num_processes and --process_id "
-                         f"(or {', '.join(_ENV.values())})")
+        raise ValueError(
+            "multi-process run needs --coordinator=HOST:PORT, --num_processes and --process_id "
+            f"(or {', '.join(_ENV.values())})"
+        )
     if jax.config.jax_platforms in (None, "", "cpu") and local_device_count:
         jax.config.update("jax_num_cpu_devices", local_device_count)
     log.info("jax.distributed: process %d of %d, coordinator %s", process_id, num_processes, coordinator)
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=timeout_s)
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=timeout_s,
+    )

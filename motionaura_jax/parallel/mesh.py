@@ -30,21 +30,28 @@ def resolve_mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int,
     if len(fill) > 1:
         raise MeshError(f"only one mesh axis may be -1, got {dict(zip(MESH_AXES, shape, strict=True))}")
     if any(s == 0 or s < -1 for s in shape):
-        raise MeshError(f"mesh axis sizes must be positive or -1, got {dict(zip(MESH_AXES, shape, strict=True))}")
+        raise MeshError(
+            f"mesh axis sizes must be positive or -1, got {dict(zip(MESH_AXES, shape, strict=True))}"
+        )
     known = math.prod(s for s in shape if s != -1)
     if fill:
         if num_devices % known:
-            raise MeshError(f"mesh {dict(zip(MESH_AXES, shape, strict=True))}: the fixed axes ({known} devices) "
-                            f"do not divide the {num_devices} devices")
+            raise MeshError(
+                f"mesh {dict(zip(MESH_AXES, shape, strict=True))}: the fixed axes ({known} devices) "
+                f"do not divide the {num_devices} devices"
+            )
         shape[fill[0]] = num_devices // known
     if math.prod(shape) != num_devices:
         raise MeshError(
             f"mesh {dict(zip(MESH_AXES, shape, strict=True))} uses {math.prod(shape)} devices but "
-            f"{num_devices} are present; set one axis to -1 to fill, e.g. --config.mesh.data=-1")
+            f"{num_devices} are present; set one axis to -1 to fill, e.g. --config.mesh.data=-1"
+        )
     return tuple(shape)
 
 
-def make_mesh(mesh_config: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    mesh_config: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
     """Builds a mesh with explicit `AxisType.Auto` axes (classic sharding-propagation semantics).
 
     `mesh_config.num_devices` (optional, -1 = all) restricts the mesh to the first N devices, which is how tests

@@ -58,7 +58,8 @@ def validate_rules(rules: Rules) -> dict[str, tuple[str, ...]]:
         if name in table and table[name] != axes_tuple:
             raise ShardingRuleError(
                 f"conflicting sharding rules for logical axis {name!r}: {table[name] or None} and "
-                f"{axes_tuple or None}; keep one")
+                f"{axes_tuple or None}; keep one"
+            )
         table[name] = axes_tuple
     return table
 
@@ -72,8 +73,9 @@ def merge_rules(base: Rules, overrides: Rules | None) -> tuple[tuple[str, MeshAx
     return tuple((n, a) for n, a in base if n not in names) + tuple(overrides)
 
 
-def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | None, mesh: Mesh,
-                    rules: Rules = DEFAULT_RULES) -> PartitionSpec:
+def logical_to_spec(
+    logical_axes: Sequence[str | None], shape: Sequence[int] | None, mesh: Mesh, rules: Rules = DEFAULT_RULES
+) -> PartitionSpec:
     """Logical names of one array's dimensions -> its PartitionSpec on `mesh`.
 
     A mesh axis is used at most once per array (a later dimension asking for it is replicated) and a dimension
@@ -126,8 +128,13 @@ def tree_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES)
     return jax.tree.map(one, abstract_tree, is_leaf=_is_box)
 
 
-def batch_sharding(mesh: Mesh, ndim: int, logical_axes: Sequence[str | None] | None = None,
-                   rules: Rules = DEFAULT_RULES, shape: Sequence[int] | None = None) -> NamedSharding:
+def batch_sharding(
+    mesh: Mesh,
+    ndim: int,
+    logical_axes: Sequence[str | None] | None = None,
+    rules: Rules = DEFAULT_RULES,
+    shape: Sequence[int] | None = None,
+) -> NamedSharding:
     """Sharding of one batch field: by default its first dimension is the batch."""
     axes = tuple(logical_axes) if logical_axes is not None else ("act_batch",) + (None,) * (ndim - 1)
     return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
@@ -137,7 +144,9 @@ def batch_sharding(mesh: Mesh, ndim: int, logical_axes: Sequence[str | None] | N
 # Activation constraints. The active (mesh, rules) is a context variable set by the trainer around tracing, so
 # model code calls `constrain` unconditionally and it does nothing outside a mesh.
 
-_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("motionaura_mesh", default=None)
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar(
+    "motionaura_mesh", default=None
+)
 
 
 @contextlib.contextmanager
@@ -176,8 +185,10 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
         return x
     mesh, rules = active
     if len(logical_axes) != x.ndim:
-        raise ValueError(f"constrain: {len(logical_axes)} logical axes {tuple(logical_axes)} for an array of "
-                         f"shape {x.shape}")
+        raise ValueError(
+            f"constrain: {len(logical_axes)} logical axes {tuple(logical_axes)} for an array of "
+            f"shape {x.shape}"
+        )
     spec = logical_to_spec(logical_axes, x.shape, mesh, rules)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
@@ -203,5 +214,8 @@ def rules_from_config(config: Mapping[str, Any] | None) -> tuple[tuple[str, Mesh
     """`config.sharding.rules` (a list of (name, axes)) merged over the defaults."""
     overrides = None
     if config is not None and "sharding" in config and config["sharding"].get("rules"):
-        overrides = [(str(n), a if a is None or isinstance(a, str) else tuple(a)) for n, a in config["sharding"]["rules"]]
+        overrides = [
+            (str(n), a if a is None or isinstance(a, str) else tuple(a))
+            for n, a in config["sharding"]["rules"]
+        ]
     return merge_rules(DEFAULT_RULES, overrides)

@@ -42,7 +42,10 @@ def _gather_json(obj: Any) -> list[Any]:
     padded = np.zeros(int(lengths.max()), np.uint8)
     padded[: raw.size] = raw
     gathered = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[: int(n)]).decode()) for row, n in zip(gathered, lengths.reshape(-1), strict=True)]
+    return [
+        json.loads(bytes(row[: int(n)]).decode())
+        for row, n in zip(gathered, lengths.reshape(-1), strict=True)
+    ]
 
 
 class Checkpointer:
@@ -50,25 +53,42 @@ class Checkpointer:
 
     def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 3, async_save: bool = True):
         self.directory = pathlib.Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
-                                               create=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     # -- save --------------------------------------------------------------------------------------------------
 
-    def save(self, step: int, state: Any, *, data_state: dict | None = None, meta: dict | None = None,
-             wait: bool = False) -> None:
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        data_state: dict | None = None,
+        meta: dict | None = None,
+        wait: bool = False,
+    ) -> None:
         """Starts an asynchronous save of `state` at `step`; `wait=True` returns only once it is committed."""
         data_states = _gather_json(data_state)
-        record = {"step": int(step), "time": time.time(), "process_count": jax.process_count(), **(meta or {})}
+        record = {
+            "step": int(step),
+            "time": time.time(),
+            "process_count": jax.process_count(),
+            **(meta or {}),
+        }
         if step in self._manager.all_steps():
             log.info("checkpoint %d already exists; not saving again", step)
             return
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({"processes": data_states}),
-            meta=ocp.args.JsonSave(record),
-        ), force=True)
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave({"processes": data_states}),
+                meta=ocp.args.JsonSave(record),
+            ),
+            force=True,
+        )
         if wait:
             self.wait()
 
@@ -92,27 +112,40 @@ class Checkpointer:
         steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
         for candidate in steps:
             try:
-                restored = self._manager.restore(candidate, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=ocp.args.JsonRestore(),
-                    meta=ocp.args.JsonRestore(),
-                ))
+                restored = self._manager.restore(
+                    candidate,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=ocp.args.JsonRestore(),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint falls back the same way
                 if step is not None:
                     raise
-                log.warning("checkpoint at step %d in %s is unreadable (%s: %s); falling back to the previous one",
-                            candidate, self.directory, type(error).__name__, str(error).splitlines()[0][:300])
+                log.warning(
+                    "checkpoint at step %d in %s is unreadable (%s: %s); falling back to the previous one",
+                    candidate,
+                    self.directory,
+                    type(error).__name__,
+                    str(error).splitlines()[0][:300],
+                )
                 self._move_aside(candidate)
                 continue
             processes = (restored.data or {}).get("processes") or [None]
             index = jax.process_index()
             if len(processes) != jax.process_count():
-                log.warning("checkpoint was written by %d processes, now %d: the data iterator starts afresh",
-                            len(processes), jax.process_count())
+                log.warning(
+                    "checkpoint was written by %d processes, now %d: the data iterator starts afresh",
+                    len(processes),
+                    jax.process_count(),
+                )
                 data_state = None
             else:
                 data_state = processes[index]
-            return Restored(step=candidate, state=restored.state, data_state=data_state, meta=dict(restored.meta))
+            return Restored(
+                step=candidate, state=restored.state, data_state=data_state, meta=dict(restored.meta)
+            )
         return None
 
     def _move_aside(self, step: int) -> None:

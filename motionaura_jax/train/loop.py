@@ -79,14 +79,19 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
     with sharding_lib.use_mesh(mesh, rules):
         boxed = jax.eval_shape(task.init_state, init_rng)
     state_shardings = sharding_lib.tree_shardings(boxed, mesh, rules)
-    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                  sharding_lib.unbox(boxed), state_shardings)
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        sharding_lib.unbox(boxed),
+        state_shardings,
+    )
     return Setup(config, mesh, rules, task, init_rng, train_rng, state_shardings, abstract_state)
 
 
 def init_state(setup: Setup) -> Any:
     """Parameters and optimizer state created directly in their shards (`jit` with `out_shardings`)."""
-    init = jax.jit(lambda rng: sharding_lib.unbox(setup.task.init_state(rng)), out_shardings=setup.state_shardings)
+    init = jax.jit(
+        lambda rng: sharding_lib.unbox(setup.task.init_state(rng)), out_shardings=setup.state_shardings
+    )
     with sharding_lib.use_mesh(setup.mesh, setup.rules):
         return init(setup.init_rng)
 
@@ -99,8 +104,9 @@ def _global_batch(host_batch: Mapping[str, np.ndarray], setup: Setup) -> dict[st
         if value.dtype.kind not in "biuf":
             continue
         global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
-        sharding = sharding_lib.batch_sharding(setup.mesh, value.ndim, setup.task.batch_axes.get(key),
-                                               setup.rules, global_shape)
+        sharding = sharding_lib.batch_sharding(
+            setup.mesh, value.ndim, setup.task.batch_axes.get(key), setup.rules, global_shape
+        )
         batch[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return batch
 
@@ -109,11 +115,15 @@ def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
     """Global batch -> per-host batch, with clear errors for sizes that do not split."""
     global_batch = int(config.train.batch_size)
     if global_batch % jax.process_count():
-        raise ValueError(f"train.batch_size={global_batch} does not split over {jax.process_count()} processes")
+        raise ValueError(
+            f"train.batch_size={global_batch} does not split over {jax.process_count()} processes"
+        )
     batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
     if global_batch % batch_devices:
-        raise ValueError(f"train.batch_size={global_batch} is not a multiple of data*fsdp={batch_devices} "
-                         f"(mesh {mesh_lib.describe(mesh)})")
+        raise ValueError(
+            f"train.batch_size={global_batch} is not a multiple of data*fsdp={batch_devices} "
+            f"(mesh {mesh_lib.describe(mesh)})"
+        )
     return global_batch // jax.process_count()
 
 
@@ -154,16 +164,25 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     # --- mesh, task, sharded abstract state --------------------------------------------------------------------
     setup = build(config)
     mesh = setup.mesh
-    local_batch = _check_batch_size(config, mesh)
+    _check_batch_size(config, mesh)
     n_params = _count(setup.task.params_of(setup.abstract_state))
     state_bytes = sharding_lib.bytes_per_device(setup.abstract_state)
-    log.info("task %s | mesh %s over %d devices, %d processes | %.3fM parameters | train state %.1f MiB total, "
-             "%.1f MiB on the fullest device", config.task, mesh_lib.describe(mesh), mesh.size, jax.process_count(),
-             n_params / 1e6, state_bytes["total"] / 2**20, state_bytes["max"] / 2**20)
+    log.info(
+        "task %s | mesh %s over %d devices, %d processes | %.3fM parameters | train state %.1f MiB total, "
+        "%.1f MiB on the fullest device",
+        config.task,
+        mesh_lib.describe(mesh),
+        mesh.size,
+        jax.process_count(),
+        n_params / 1e6,
+        state_bytes["total"] / 2**20,
+        state_bytes["max"] / 2**20,
+    )
     if is_main:
         previous = workdir / "config.json"
-        if previous.exists() and config_lib.config_from_json(previous).to_json(sort_keys=True) != config.to_json(
-                sort_keys=True):
+        if previous.exists() and config_lib.config_from_json(previous).to_json(
+            sort_keys=True
+        ) != config.to_json(sort_keys=True):
             log.warning("config differs from the one already in %s; the new one is used and saved", workdir)
         config_lib.save_config(config, workdir)
 
@@ -191,8 +210,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     compiled_step = None
 
     def meta() -> dict:
-        return {"config": config.to_dict(), "rng": np.asarray(jax.random.key_data(train_rng)).tolist(),
-                "task": config.task}
+        return {
+            "config": config.to_dict(),
+            "rng": np.asarray(jax.random.key_data(train_rng)).tolist(),
+            "task": config.task,
+        }
 
     # --- loop --------------------------------------------------------------------------------------------------
     writer = MetricWriter(workdir)
@@ -206,7 +228,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     last_saved = start_step if restored is not None else -1
     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
     preempted = False
-    bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc=config.task, dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps, initial=start_step, disable=not is_main, desc=config.task, dynamic_ncols=True
+    )
     step = start_step
     try:
         with _Preemption() as preemption, sharding_lib.use_mesh(mesh, setup.rules):
@@ -216,8 +240,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                 data_wait += time.perf_counter() - wait_start
                 if compiled_step is None:
                     batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
-                    compiled_step = jax.jit(step_fn, in_shardings=(setup.state_shardings, batch_shardings, replicated),
-                                            out_shardings=(setup.state_shardings, replicated), donate_argnums=0)
+                    compiled_step = jax.jit(
+                        step_fn,
+                        in_shardings=(setup.state_shardings, batch_shardings, replicated),
+                        out_shardings=(setup.state_shardings, replicated),
+                        donate_argnums=0,
+                    )
                 if step == profile_start and profile_steps > 0:
                     jax.profiler.start_trace(str(workdir / "profile"))
                     profiling = True
@@ -230,7 +258,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                     jax.profiler.stop_trace()
                     profiling = False
 
-                save_now = (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps or preemption.requested
+                save_now = (
+                    (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps or preemption.requested
+                )
                 if step % log_every == 0 or save_now:
                     fetched = [(s, jax.device_get(m)) for s, m in pending]
                     pending.clear()
@@ -239,7 +269,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                         raise NonFiniteLossError(
                             f"loss is {float(bad[1]['loss'])} at step {bad[0]} (task {config.task}); stopped. "
                             f"The last good checkpoint is step {checkpointer.latest_step()} in "
-                            f"{checkpointer.directory}. Lower train.lr or check the data, then re-run to resume.")
+                            f"{checkpointer.directory}. Lower train.lr or check the data, then re-run to resume."
+                        )
                     elapsed = time.perf_counter() - window_start
                     last_metrics = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
                     last_metrics["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
@@ -248,20 +279,33 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                     if hasattr(data, "metrics"):  # e.g. unreadable files the input pipeline skipped
                         last_metrics.update({f"data/{k}": float(v) for k, v in data.metrics().items()})
                     writer.write(step, last_metrics)
-                    bar.set_postfix(loss=f"{last_metrics['loss']:.4g}", steps_s=f"{last_metrics['steps_per_sec']:.2f}")
+                    bar.set_postfix(
+                        loss=f"{last_metrics['loss']:.4g}", steps_s=f"{last_metrics['steps_per_sec']:.2f}"
+                    )
                     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
                 bar.update(1)
 
                 if eval_every and setup.task.eval_fn and (step % eval_every == 0 or step == total_steps):
                     eval_metrics = setup.task.eval_fn(state, step, workdir)
                     writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-                    log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
-                if sample_every and setup.task.sample_fn and (step % sample_every == 0 or step == total_steps):
+                    log.info(
+                        "step %d eval: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items())
+                    )
+                if (
+                    sample_every
+                    and setup.task.sample_fn
+                    and (step % sample_every == 0 or step == total_steps)
+                ):
                     setup.task.sample_fn(state, step, workdir)
 
                 if save_now and step != last_saved:
-                    checkpointer.save(step, state, data_state=data.get_state(), meta=meta(),
-                                      wait=preemption.requested or step == total_steps)
+                    checkpointer.save(
+                        step,
+                        state,
+                        data_state=data.get_state(),
+                        meta=meta(),
+                        wait=preemption.requested or step == total_steps,
+                    )
                     last_saved = step
                 if preemption.requested:
                     preempted = True
@@ -278,8 +322,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     return TrainResult(state=state, step=step, last_metrics=last_metrics, preempted=preempted)
 
 
-def restore_state(workdir: str | pathlib.Path, *, mesh: Mesh | None = None, step: int | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> tuple[ml_collections.ConfigDict, Any, Setup]:
+def restore_state(
+    workdir: str | pathlib.Path,
+    *,
+    mesh: Mesh | None = None,
+    step: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[ml_collections.ConfigDict, Any, Setup]:
     """The config and the newest good train state of a run, on `mesh` (default: the config's mesh).
 
     `overrides` ({"data.source": "folder", ...}) adjust the saved config (e.g. to point evaluation at other data).
@@ -287,8 +336,9 @@ def restore_state(workdir: str | pathlib.Path, *, mesh: Mesh | None = None, step
     workdir = pathlib.Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found: is {workdir} a training workdir (motionaura train "
-                                f"--workdir=...)?")
+        raise FileNotFoundError(
+            f"{config_path} not found: is {workdir} a training workdir (motionaura train --workdir=...)?"
+        )
     config = config_lib.config_from_json(config_path)
     for key, value in (overrides or {}).items():
         config_lib.apply_override(config, key, str(value))

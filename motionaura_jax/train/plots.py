@@ -10,8 +10,13 @@ from collections.abc import Mapping, Sequence
 from motionaura_jax.train.logging import read_metrics
 
 
-def plot_runs(runs: Mapping[str, str | pathlib.Path], keys: Sequence[str], out: str | pathlib.Path, *,
-              title: str | None = None) -> pathlib.Path:
+def plot_runs(
+    runs: Mapping[str, str | pathlib.Path],
+    keys: Sequence[str],
+    out: str | pathlib.Path,
+    *,
+    title: str | None = None,
+) -> pathlib.Path:
     """Plots `keys` against step for every run (label -> workdir) and writes `out` atomically.
 
     A key missing from every run is an error naming the keys that do exist.
@@ -50,7 +55,7 @@ def plot_runs(runs: Mapping[str, str | pathlib.Path], keys: Sequence[str], out: 
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title)

@@ -42,7 +42,9 @@ class Task:
     """
 
     init_state: Callable[[jax.Array], Any]
-    train_step: Callable[[Any, Mapping[str, jax.Array], jax.Array, jax.Array], tuple[Any, dict[str, jax.Array]]]
+    train_step: Callable[
+        [Any, Mapping[str, jax.Array], jax.Array, jax.Array], tuple[Any, dict[str, jax.Array]]
+    ]
     make_data: Callable[[int, int], HostIterator]
     batch_axes: Mapping[str, tuple[str | None, ...]] = dataclasses.field(default_factory=dict)
     eval_fn: Callable[[Any, int, pathlib.Path], dict[str, float]] | None = None

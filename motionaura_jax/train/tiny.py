@@ -28,15 +28,24 @@ class TinyRegressionData:
     (seed, index). Every epoch is a seeded permutation; global batch j is permutation[j*B:(j+1)*B] and process p
     takes its contiguous slice, so processes are disjoint and the state is just the batch counter."""
 
-    def __init__(self, data_cfg: ml_collections.ConfigDict, *, global_batch: int, seed: int, process_index: int,
-                 process_count: int):
+    def __init__(
+        self,
+        data_cfg: ml_collections.ConfigDict,
+        *,
+        global_batch: int,
+        seed: int,
+        process_index: int,
+        process_count: int,
+    ):
         self.cfg = data_cfg
         self.global_batch, self.seed = global_batch, seed
         self.local_batch = global_batch // process_count
         self.offset = process_index * self.local_batch
         self.batch_index = 0
         teacher = np.random.default_rng([seed, 7])
-        self.w1 = teacher.normal(size=(data_cfg.in_dim, data_cfg.hidden)).astype(np.float32) / np.sqrt(data_cfg.in_dim)
+        self.w1 = teacher.normal(size=(data_cfg.in_dim, data_cfg.hidden)).astype(np.float32) / np.sqrt(
+            data_cfg.in_dim
+        )
         self.w2 = teacher.normal(size=(data_cfg.hidden, data_cfg.out_dim)).astype(np.float32)
 
     def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,11 +102,21 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         return TrainState(params=params, opt_state=opt_state), metrics
 
     def make_data(process_index: int, process_count: int) -> TinyRegressionData:
-        return TinyRegressionData(config.data, global_batch=config.train.batch_size, seed=config.train.seed,
-                                  process_index=process_index, process_count=process_count)
+        return TinyRegressionData(
+            config.data,
+            global_batch=config.train.batch_size,
+            seed=config.train.seed,
+            process_index=process_index,
+            process_count=process_count,
+        )
 
-    held_out = TinyRegressionData(config.data, global_batch=config.train.batch_size, seed=config.train.seed + 1,
-                                  process_index=0, process_count=1)
+    held_out = TinyRegressionData(
+        config.data,
+        global_batch=config.train.batch_size,
+        seed=config.train.seed + 1,
+        process_index=0,
+        process_count=1,
+    )
     eval_x, eval_y = (np.stack(a) for a in zip(*(held_out.example(i) for i in range(64)), strict=True))
     eval_loss = jax.jit(lambda params: mse(model.apply({"params": params}, eval_x), eval_y))
 
