@@ -1,14 +1,13 @@
 """Forward process and posterior: parity with diffusers' VQDiffusionScheduler, and the laws they must obey."""
 
+import diffusers.schedulers.scheduling_vq_diffusion as vq  # test dependency (requirements-test.txt)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from motionaura_jax.diffusion import schedule as S
-
-torch = pytest.importorskip("torch")
-vq = pytest.importorskip("diffusers.schedulers.scheduling_vq_diffusion")
 
 K, T = 37, 100
 TOL = 1e-5

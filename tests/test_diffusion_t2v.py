@@ -7,8 +7,6 @@ import pathlib
 import numpy as np
 import pytest
 
-pytest.importorskip("motionaura_jax.models.denoiser")
-
 from motionaura_jax import config as config_lib  # noqa: E402
 from motionaura_jax.data import token_cache  # noqa: E402
 

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+import safetensors.torch as safetensors_torch  # test dependency (requirements-test.txt)
+import torch
 
 from motionaura_jax.eval import lpips as lpips_lib
-
-torch = pytest.importorskip("torch")
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 def _torch_backbone(net):

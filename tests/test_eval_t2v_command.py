@@ -77,12 +77,3 @@ def test_other_subcommands():
     assert eval_command.main(["inpaint"]) == 2
     assert eval_command.main(["nonsense"]) == 2
     assert eval_command.main(["--help"]) == 0
-
-
-def test_recon_dispatches_or_says_it_is_missing(capsys):
-    import importlib.util
-
-    if importlib.util.find_spec("motionaura_jax.eval.recon") is not None:
-        pytest.skip("motionaura_jax.eval.recon exists; its own tests cover it")
-    assert eval_command.main(["recon", "--workdir=x"]) == 2
-    assert "not available yet" in capsys.readouterr().err

@@ -5,14 +5,13 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+import torch  # test dependency (requirements-test.txt)
+import transformers
 
 from motionaura_jax.models.text import bert
 from motionaura_jax.models.text.loading import CheckpointReader
 from motionaura_jax.models.text.tokenize import FileTokenizer
 from motionaura_jax.parallel.sharding import logical_axes_tree
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 SENTENCES = [
     "a dog runs on the beach",
