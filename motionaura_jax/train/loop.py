@@ -258,8 +258,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                     jax.profiler.stop_trace()
                     profiling = False
 
+                # Read the flag once: a SIGTERM landing during logging or hooks below is handled after the next step,
+                # never announced as saved without a save.
+                stop_requested = preemption.requested
                 save_now = (
-                    (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps or preemption.requested
+                    (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps or stop_requested
                 )
                 if step % log_every == 0 or save_now:
                     fetched = [(s, jax.device_get(m)) for s, m in pending]
@@ -304,10 +307,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                         state,
                         data_state=data.get_state(),
                         meta=meta(),
-                        wait=preemption.requested or step == total_steps,
+                        wait=stop_requested or step == total_steps,
                     )
                     last_saved = step
-                if preemption.requested:
+                if stop_requested:
                     preempted = True
                     msg = f"SIGTERM received: saved checkpoint at step {step} in {checkpointer.directory}; exiting."
                     log.warning(msg)
