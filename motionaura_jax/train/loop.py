@@ -280,7 +280,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                     # Fraction of wall time the loop spent waiting for the input pipeline.
                     last_metrics["data_wait_frac"] = data_wait / max(elapsed, 1e-9)
                     if hasattr(data, "metrics"):  # e.g. unreadable files the input pipeline skipped
-                        last_metrics.update({f"data/{k}": float(v) for k, v in data.metrics().items()})
+                        last_metrics.update(
+                            {
+                                k if k.startswith("data/") else f"data/{k}": float(v)
+                                for k, v in data.metrics().items()
+                            }
+                        )
                     writer.write(step, last_metrics)
                     bar.set_postfix(
                         loss=f"{last_metrics['loss']:.4g}", steps_s=f"{last_metrics['steps_per_sec']:.2f}"
