@@ -160,3 +160,16 @@ def test_resume_from_state_gives_the_exact_next_batch(tmp_path, source):
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     fresh = make_host_iterator(cfg, batch_size=2, split="train", seed=3, process_index=1, process_count=2)
     assert not np.array_equal(next(fresh)["video"], expected[0]["video"])  # the state did matter
+
+
+def test_every_stage_config_carries_every_data_key():
+    """Any `--config.data.KEY=...` the pipeline understands is accepted by the stages that read data."""
+    from motionaura_jax import config as config_lib
+    from motionaura_jax.data.pipeline import DEFAULTS, data_config
+
+    for experiment in ("experiments/vae_quickstart.py", "experiments/t2v_quickstart.py"):
+        config = config_lib.load_config(experiment, [("data.flip", "true"), ("data.read_threads", "3")])
+        assert set(DEFAULTS) <= set(config.data.keys()), experiment
+        assert config.data.flip is True and config.data.read_threads == 3
+    with pytest.raises(KeyError, match="nonsense"):
+        data_config(nonsense=1)

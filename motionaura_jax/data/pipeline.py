@@ -44,6 +44,14 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def data_config(**overrides: Any) -> ml_collections.ConfigDict:
+    """Every data key with its default, so any stage's `--config.data.KEY=...` reaches the pipeline."""
+    unknown = sorted(set(overrides) - set(DEFAULTS))
+    if unknown:
+        raise KeyError(f"unknown data keys {unknown}; known: {sorted(DEFAULTS)}")
+    return ml_collections.ConfigDict({**DEFAULTS, **overrides})
+
+
 def _get(data_cfg, key: str):
     value = data_cfg.get(key, DEFAULTS[key]) if hasattr(data_cfg, "get") else getattr(data_cfg, key)
     return DEFAULTS[key] if value is None else value

@@ -30,6 +30,7 @@ import optax
 from jax.sharding import Mesh
 
 from motionaura_jax.config import base_config
+from motionaura_jax.data.pipeline import data_config
 from motionaura_jax.diffusion.losses import corrupt, diffusion_losses, drop_text
 from motionaura_jax.diffusion.sampler import sample_tokens
 from motionaura_jax.diffusion.schedule import schedule_from_config
@@ -67,20 +68,7 @@ def t2v_config() -> ml_collections.ConfigDict:
         )
     )
     # Clips the token cache is built from (any data source; Moving Shapes by default).
-    config.data = ml_collections.ConfigDict(
-        dict(
-            source="synthetic",
-            path="",
-            frames=17,
-            size=32,
-            fps=0.0,
-            num_objects=1,
-            split_seed=0,
-            noise_std=0.0,
-            num_clips=0,
-            with_masks=False,
-        )
-    )
+    config.data = data_config(size=32, with_masks=False)
     config.tokens = ml_collections.ConfigDict(
         dict(
             tokenizer_workdir="",  # the trained tokenizer run (required)

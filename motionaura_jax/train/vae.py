@@ -25,6 +25,7 @@ import optax
 from jax.sharding import Mesh
 
 from motionaura_jax.config import base_config
+from motionaura_jax.data.pipeline import data_config
 from motionaura_jax.models.discriminator import (
     PatchDiscriminator3D,
     default_disc_config,
@@ -51,20 +52,7 @@ def vae_config() -> ml_collections.ConfigDict:
     config = base_config("vae")
     config.model = default_model_config()
     config.disc = default_disc_config()
-    config.data = ml_collections.ConfigDict(
-        dict(
-            source="synthetic",
-            path="",
-            frames=17,
-            size=32,
-            fps=0.0,
-            num_objects=1,
-            split_seed=0,
-            with_masks=False,
-            read_threads=1,
-            prefetch=4,
-        )
-    )
+    config.data = data_config(size=32, with_masks=False, read_threads=1, prefetch=4)
     config.loss = ml_collections.ConfigDict(
         dict(
             l1=1.0,
