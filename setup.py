@@ -26,6 +26,7 @@ setup(
         "safetensors>=0.5",
         "imageio>=2.38",
         "imageio-ffmpeg>=0.8",
+        "av>=14",
         "pillow>=11",
         "scikit-image>=0.26",
         "tensorboardX>=2.6",

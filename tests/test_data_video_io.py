@@ -16,8 +16,17 @@ def clip():
     return MovingShapes(frames=9, size=32, num_clips=1)[0]["video"]
 
 
+@pytest.fixture(params=["av", "ffmpeg"])
+def backend(request):
+    """Runs a test once per decoder (PyAV in-process, the ffmpeg binary) and restores the default."""
+    default = video_io.read_backend()
+    video_io.set_read_backend(request.param)
+    yield request.param
+    video_io.set_read_backend(default)
+
+
 @pytest.mark.parametrize("suffix, tolerance", [(".mp4", 3.0), (".webm", 3.0), (".avi", 4.0), (".gif", 1.0)])
-def test_lossy_round_trip(tmp_path, clip, suffix, tolerance):
+def test_lossy_round_trip(tmp_path, clip, suffix, tolerance, backend):
     path = video_io.write_video(tmp_path / f"a{suffix}", clip, fps=10.0)
     frames, fps = video_io.read_video(path)
     assert frames.shape == clip.shape and frames.dtype == np.uint8
@@ -28,7 +37,7 @@ def test_lossy_round_trip(tmp_path, clip, suffix, tolerance):
     assert (info.num_frames, info.height, info.width) == (9, 32, 32)
 
 
-def test_lossless_and_partial_reads(tmp_path, clip):
+def test_lossless_and_partial_reads(tmp_path, clip, backend):
     path = video_io.write_video(tmp_path / "a.mkv", clip, fps=8.0, lossless=True)
     frames, _ = video_io.read_video(path)
     np.testing.assert_array_equal(frames, clip)
@@ -37,7 +46,7 @@ def test_lossless_and_partial_reads(tmp_path, clip):
     np.testing.assert_array_equal(video_io.read_video_bytes(video_io.encode_video_bytes(clip))[0], clip)
 
 
-def test_bad_files_raise_naming_the_file(tmp_path, clip):
+def test_bad_files_raise_naming_the_file(tmp_path, clip, backend):
     good = video_io.write_video(tmp_path / "good.mp4", clip)
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -50,6 +59,23 @@ def test_bad_files_raise_naming_the_file(tmp_path, clip):
             video_io.read_video(bad)
         assert str(bad) in str(info.value) and info.value.reason
         assert "configuration:" not in str(info.value)  # the ffmpeg banner is not the reason
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".avi"])
+def test_backends_decode_the_same_frames(tmp_path, clip, suffix):
+    path = video_io.write_video(tmp_path / f"a{suffix}", clip, fps=12.0)
+    default = video_io.read_backend()
+    assert default == "av"  # PyAV is a pinned requirement, so it is the default
+    try:
+        decoded = {}
+        for name in ("av", "ffmpeg"):
+            video_io.set_read_backend(name)
+            decoded[name] = video_io.read_video(path, start_frame=2, num_frames=5)
+            assert video_io.probe_video(path) == video_io.VideoInfo(str(path), 12.0, 9, 32, 32)
+    finally:
+        video_io.set_read_backend(default)
+    np.testing.assert_array_equal(decoded["av"][0], decoded["ffmpeg"][0])
+    assert decoded["av"][0].shape == (5, 32, 32, 3) and decoded["av"][1] == decoded["ffmpeg"][1]
 
 
 def test_examples_and_contact_sheet(tmp_path, clip):

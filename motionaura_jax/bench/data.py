@@ -2,8 +2,10 @@
 
 Writes a folder of MP4 clips (Moving Shapes, libx264), then times in one process:
   peer      imageio.v3.imread(path, plugin="FFMPEG") per file, serially (the usual way to read a video);
-  ours/1    VideoFolder.get (our ffmpeg reader + clip sampling + random crop + flip), serially;
-  pipeline  make_host_iterator over the folder (grain, background decode threads, batches of float32);
+  ours/1    VideoFolder.get (our reader + clip sampling + random crop + flip), serially, with each decoding
+            backend (PyAV in-process, the default; the ffmpeg binary per clip, the fallback);
+  pipeline  make_host_iterator over the folder (grain, background decode threads, batches of float32),
+            PyAV at each thread count, the ffmpeg backend at the largest;
 and, for reference, Moving Shapes rendered on the fly and a built TFDS (raw) dataset through the pipeline.
 Compare `pipeline` clips/s with the training step's clips/s (batch / step time) to see if data keeps up.
 
@@ -84,13 +86,24 @@ def run(
         results["peer_imageio_serial_clips_per_s"] = _time_serial(
             lambda p: iio.imread(p, plugin="FFMPEG"), paths
         )
+        backend = video_io.read_backend()
+        backends = ["av", "ffmpeg"] if backend == "av" else ["ffmpeg"]
+        results["read_backend"] = backend
         folder = VideoFolder(root, frames=frames, size=size, random_crop=True, flip=True)
-        results["ours_serial_clips_per_s"] = _time_serial(folder.get, list(range(clips)))
+        try:
+            for name in backends:
+                video_io.set_read_backend(name)
+                suffix = "" if name == backend else f"_{name}"
+                results[f"ours_serial{suffix}_clips_per_s"] = _time_serial(folder.get, list(range(clips)))
+        finally:
+            video_io.set_read_backend(backend)
         results["ours_vs_peer_serial"] = (
             results["ours_serial_clips_per_s"] / results["peer_imageio_serial_clips_per_s"]
         )
         num_batches = max(2, clips // batch)
-        for n in threads:
+        runs = [(n, backend) for n in threads] + [(max(threads), b) for b in backends if b != backend]
+        for n, name in runs:
+            video_io.set_read_backend(name)
             cfg = ml_collections.ConfigDict(
                 dict(
                     source="folder",
@@ -103,9 +116,13 @@ def run(
                     prefetch=2 * batch,
                 )
             )
-            results[f"pipeline_folder_threads{n}"] = measure_pipeline(
-                cfg, batch_size=batch, num_batches=num_batches
-            )
+            suffix = "" if name == backend else f"_{name}"
+            try:
+                results[f"pipeline_folder{suffix}_threads{n}"] = measure_pipeline(
+                    cfg, batch_size=batch, num_batches=num_batches
+                )
+            finally:
+                video_io.set_read_backend(backend)
         cfg = ml_collections.ConfigDict(
             dict(source="synthetic", frames=frames, size=size, read_threads=2, prefetch=2 * batch)
         )
