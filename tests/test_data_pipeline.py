@@ -173,3 +173,32 @@ def test_every_stage_config_carries_every_data_key():
         assert config.data.flip is True and config.data.read_threads == 3
     with pytest.raises(KeyError, match="nonsense"):
         data_config(nonsense=1)
+
+
+def test_export_writes_a_folder_the_reader_agrees_with(tmp_path, capsys):
+    from motionaura_jax.commands import data as data_cmd
+    from motionaura_jax.data.video_folder import VideoFolder
+
+    out = tmp_path / "shapes_mp4"
+    args = [
+        "export",
+        "--out",
+        str(out),
+        "--num",
+        "3",
+        "--frames",
+        "9",
+        "--size",
+        "32",
+        "--split",
+        "validation",
+    ]
+    assert data_cmd.main(args) == 0
+    assert data_cmd.main(args) == 2 and "not empty" in capsys.readouterr().err  # never overwrites by default
+    shapes = MovingShapes(frames=9, size=32, split="validation", num_clips=3)
+    folder = VideoFolder(out, frames=9, size=32)
+    assert len(folder.entries) == 3
+    for i in range(3):
+        clip = folder.get(i)
+        assert clip["caption"] == shapes[i]["caption"] and clip["fps"] == shapes[i]["fps"]
+        assert np.abs(clip["video"].astype(np.int16) - shapes[i]["video"]).mean() < 3.0  # libx264 tolerance

@@ -1,9 +1,11 @@
-"""`motionaura data build|show|measure`: write and inspect TFDS array_record video datasets (no TensorFlow).
+"""`motionaura data build|show|measure|export`: write and inspect TFDS array_record video datasets (no
+TensorFlow), or export Moving Shapes as a folder of MP4s.
 
     motionaura data build --source synthetic --out data/shapes --frames 17 --size 64 --num-train 5000
     motionaura data build --source folder --path my_videos/ --out data/my_videos --fps 8
     motionaura data show data/shapes --split validation --examples runs/peek  # + MP4/GIF/PNG
     motionaura data measure --out /tmp/measure                                 # raw vs video storage
+    motionaura data export --out data/shapes_mp4 --num 256 --size 64           # MP4s + captions.jsonl
 
 Train on a built dataset with `--config.data.source=tfds --config.data.path=data/shapes`.
 """
@@ -68,6 +70,39 @@ def _show(args: argparse.Namespace) -> int:
             video_io.write_examples(
                 pathlib.Path(args.examples) / f"{args.split}_{i:03d}", record["video"], record["fps"]
             )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Moving Shapes clips as MP4 files plus `captions.jsonl`: a video folder for `data.source=folder`."""
+    from tqdm import tqdm
+
+    from motionaura_jax.config import write_atomic
+    from motionaura_jax.data import video_io
+    from motionaura_jax.data.synthetic import MovingShapes
+
+    out = pathlib.Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        print(f"motionaura data export: {out} is not empty (pass --overwrite)", file=sys.stderr)
+        return 2
+    shapes = MovingShapes(
+        frames=args.frames,
+        size=args.size,
+        num_objects=args.num_objects,
+        split=args.split,
+        seed=args.seed,
+        num_clips=args.num,
+        fps=args.fps or None,
+    )
+    lines = []
+    for i in tqdm(range(len(shapes)), desc="export", dynamic_ncols=True):
+        clip = shapes[i]
+        name = f"{args.split}_{i:05d}.mp4"
+        video_io.write_video(out / name, clip["video"], fps=clip["fps"])
+        lines.append(json.dumps({"video": name, "caption": clip["caption"]}))
+    write_atomic(out / "captions.jsonl", "\n".join(lines) + "\n")
+    print(f"wrote {len(lines)} MP4 clips and captions.jsonl to {out}")
+    print(f"train on it with: --config.data.source=folder --config.data.path={out}")
     return 0
 
 
@@ -139,6 +174,16 @@ def main(argv: list[str]) -> int:
     show.add_argument("--split", default="train")
     show.add_argument("--count", type=int, default=4)
     show.add_argument("--examples", default=None, help="folder to write MP4/GIF/PNG of the clips shown")
+    export = sub.add_parser("export", help="write Moving Shapes as a folder of MP4s + captions.jsonl")
+    export.add_argument("--out", required=True)
+    export.add_argument("--num", type=int, default=256, help="number of clips")
+    export.add_argument("--split", default="train", choices=("train", "validation", "test", "heldout"))
+    export.add_argument("--frames", type=int, default=17)
+    export.add_argument("--size", type=int, default=64)
+    export.add_argument("--fps", type=float, default=0.0, help="0 = the generator's per-clip FPS")
+    export.add_argument("--num-objects", type=int, default=1)
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--overwrite", action="store_true")
     measure = sub.add_parser("measure", help="bytes per clip and decode ms per clip of each storage")
     measure.add_argument("--out", required=True)
     measure.add_argument("--count", type=int, default=100)
@@ -146,4 +191,4 @@ def main(argv: list[str]) -> int:
     measure.add_argument("--size", type=int, default=64)
     measure.add_argument("--noise", type=float, default=3.0, help="sensor noise std of the camera-like clips")
     args = parser.parse_args(argv)
-    return {"build": _build, "show": _show, "measure": _measure}[args.action](args)
+    return {"build": _build, "show": _show, "measure": _measure, "export": _export}[args.action](args)
