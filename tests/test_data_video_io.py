@@ -101,3 +101,12 @@ def test_resample_indices_and_crop():
     out = resize_and_crop(video, 32)
     assert out.shape == (2, 32, 32, 3)
     assert out[0, 16, 16, 0] == 255 and out[0, 16, 0, 0] == 0  # centred crop keeps the bar in the middle
+
+
+def test_ffmpeg_is_spawned_without_python_in_the_child():
+    # A preexec_fn runs Python (and at-fork hooks) in the forked child; under threaded decoding that child
+    # can hang on a lock another thread held at fork time.
+    from imageio_ffmpeg import _io
+
+    kwargs = _io._popen_kwargs(prevent_sigint=True)
+    assert kwargs.get("preexec_fn") is None and kwargs["process_group"] == 0

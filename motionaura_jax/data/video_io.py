@@ -18,15 +18,45 @@ import os
 import pathlib
 import re
 import tempfile
+import threading
 import warnings
 
 import numpy as np
 
-# ffmpeg runs through subprocess, whose fork is followed at once by exec in C (no Python runs in the child),
-# so JAX's "os.fork() ... may deadlock" warning does not apply to it.
+# ffmpeg runs through subprocess; with `_fork_safe_spawn` below its fork is followed at once by exec in C
+# (no Python runs in the child), so JAX's "os.fork() ... may deadlock" warning does not apply to it.
 warnings.filterwarnings(
     "ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning, module="subprocess"
 )
+
+
+def _fork_safe_spawn() -> None:
+    """Makes imageio-ffmpeg start ffmpeg in its own process group from C (`process_group=0`) instead of through
+    `preexec_fn=os.setpgrp`.
+
+    A preexec_fn runs Python in the forked child, including every at-fork hook (JAX's warns through the
+    logging machinery); when another thread of a multi-threaded loader held one of those locks at fork time,
+    the child hangs before exec. Seen here as stuck ffmpeg readers under threaded decoding.
+    """
+    try:
+        from imageio_ffmpeg import _io
+    except ImportError:
+        return
+    original = _io._popen_kwargs
+    if getattr(original, "fork_safe", False) or os.name != "posix":
+        return
+
+    def popen_kwargs(prevent_sigint: bool = False) -> dict:
+        kwargs = original(prevent_sigint=False)
+        if prevent_sigint:  # what setpgrp was for: Ctrl-C in the terminal does not reach ffmpeg
+            kwargs["process_group"] = 0
+        return kwargs
+
+    popen_kwargs.fork_safe = True
+    _io._popen_kwargs = popen_kwargs
+
+
+_fork_safe_spawn()
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".avi", ".mkv", ".mov", ".m4v")
 _FFMPEG_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
@@ -231,6 +261,19 @@ def _probe_av(path: pathlib.Path) -> VideoInfo:
     return VideoInfo(str(path), fps, num_frames, int(height), int(width))
 
 
+_thread_local = threading.local()
+
+
+def _reformatter():
+    """One swscale context per thread: building one per frame (what `frame.to_ndarray(format=...)` does)
+    costs more than decoding the frame; sharing one across reader threads is not safe."""
+    if not hasattr(_thread_local, "reformatter"):
+        from av.video.reformatter import VideoReformatter
+
+        _thread_local.reformatter = VideoReformatter()
+    return _thread_local.reformatter
+
+
 def _read_av(source, start: int, stop: int | None) -> tuple[np.ndarray, float]:
     name = source if isinstance(source, (str, pathlib.Path)) else "<bytes>"
     frames = []
@@ -238,11 +281,12 @@ def _read_av(source, start: int, stop: int | None) -> tuple[np.ndarray, float]:
         container, stream = _open_av(str(source) if isinstance(source, pathlib.Path) else source)
         with container:
             fps = _av_fps(stream)
+            to_rgb = _reformatter()
             for i, frame in enumerate(container.decode(stream)):
                 if stop is not None and i >= stop:
                     break
                 if i >= start:
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                    frames.append(to_rgb.reformat(frame, format="rgb24").to_ndarray())
     except Exception as exc:  # av.FFmpegError subclasses, plus ValueError for a stream-less container
         raise VideoReadError(name, _av_reason(exc)) from exc
     if fps <= 0:
