@@ -13,11 +13,12 @@ import importlib.util
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import ml_collections
+
+from motionaura_jax import atomic
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -178,25 +179,10 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def write_atomic(path: pathlib.Path | str, text: str) -> None:
-    """Writes a text file so that readers see the old or the new content, never a half-written one."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path | str) -> pathlib.Path:
     """Writes the resolved config to `WORKDIR/config.json`."""
     path = pathlib.Path(workdir) / "config.json"
-    write_atomic(path, to_json(config) + "\n")
+    atomic.write_text(path, to_json(config) + "\n")
     return path
 
 

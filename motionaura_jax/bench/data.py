@@ -172,7 +172,7 @@ def main(argv: list[str]) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
-        from motionaura_jax.config import write_atomic
+        from motionaura_jax import atomic
 
-        write_atomic(args.json, text + "\n")
+        atomic.write_text(args.json, text + "\n")
     return 0

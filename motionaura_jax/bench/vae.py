@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+from motionaura_jax import atomic
 
 FRAMES = 17
 PEER_CHANNELS = (64, 128, 128, 256)
@@ -220,9 +221,5 @@ def main(argv: list[str]) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results = run(sizes, args.repeats, [v for v in args.variants.split(",") if v])
     if args.out:
-        path = pathlib.Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic.write_text(args.out, json.dumps(results, indent=2) + "\n")
     return 0

@@ -77,7 +77,7 @@ def _export(args: argparse.Namespace) -> int:
     """Moving Shapes clips as MP4 files plus `captions.jsonl`: a video folder for `data.source=folder`."""
     from tqdm import tqdm
 
-    from motionaura_jax.config import write_atomic
+    from motionaura_jax import atomic
     from motionaura_jax.data import video_io
     from motionaura_jax.data.synthetic import MovingShapes
 
@@ -100,7 +100,7 @@ def _export(args: argparse.Namespace) -> int:
         name = f"{args.split}_{i:05d}.mp4"
         video_io.write_video(out / name, clip["video"], fps=clip["fps"])
         lines.append(json.dumps({"video": name, "caption": clip["caption"]}))
-    write_atomic(out / "captions.jsonl", "\n".join(lines) + "\n")
+    atomic.write_text(out / "captions.jsonl", "\n".join(lines) + "\n")
     print(f"wrote {len(lines)} MP4 clips and captions.jsonl to {out}")
     print(f"train on it with: --config.data.source=folder --config.data.path={out}")
     return 0

@@ -11,14 +11,13 @@ One prompt per line; blank lines are skipped.
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import pathlib
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+from motionaura_jax import atomic
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,14 +81,7 @@ def main(argv: list[str]) -> int:
     except ModelFolderError as err:
         print(f"embed-text: {err}", file=sys.stderr)
         return 2
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, embeddings=emb_bld, mask=mask_bl, prompts=np.asarray(prompts))
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, out)
+    out = atomic.write_npz(args.out, embeddings=emb_bld, mask=mask_bl, prompts=np.asarray(prompts))
     print(
         f"embed-text: {len(prompts)} prompts -> {out} embeddings {emb_bld.shape} "
         f"({time.perf_counter() - start:.1f} s)"

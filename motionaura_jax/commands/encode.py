@@ -9,12 +9,12 @@ equal whole-clip encoding. The .npz holds `ids` int32 (T', H', W'), `num_frames`
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
-import tempfile
 
 import numpy as np
+
+from motionaura_jax import atomic
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -27,18 +27,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--chunk_frames", type=int, default=16, help="frames per chunk (a multiple of 4)")
     parser.add_argument("--max_frames", type=int, default=0, help="use at most this many frames (0: all)")
     return parser.parse_args(argv)
-
-
-def save_npz_atomic(path: pathlib.Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str]) -> int:
@@ -80,7 +68,7 @@ def main(argv: list[str]) -> int:
     model = VQVAE(config.model)
     ids = encode_chunked(model, {"params": state.params, "vq": state.vq}, x, args.chunk_frames)
     out = pathlib.Path(args.out)
-    save_npz_atomic(
+    atomic.write_npz(
         out,
         ids=np.asarray(ids[0], np.int32),
         num_frames=np.int32(num_frames),

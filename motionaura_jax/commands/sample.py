@@ -10,7 +10,6 @@ contact sheet next to it (same stem). Several --prompt flags, or --num > 1, writ
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 
@@ -58,7 +57,7 @@ def main(argv: list[str]) -> int:
 
     import numpy as np
 
-    from motionaura_jax.commands.encode import save_npz_atomic
+    from motionaura_jax import atomic
     from motionaura_jax.data.video_io import write_contact_sheet, write_video
     from motionaura_jax.train.loop import restore_state
     from motionaura_jax.train.t2v import T2VGenerator
@@ -111,16 +110,15 @@ def main(argv: list[str]) -> int:
     if not single:
         import json
 
-        tmp = out.parent / "captions.jsonl.tmp"
-        tmp.write_text(
+        atomic.write_text(
+            out.parent / "captions.jsonl",
             "".join(
                 json.dumps({"video": p.name, "caption": c}) + "\n"
                 for p, c in zip(paths, prompts, strict=True)
-            )
+            ),
         )
-        os.replace(tmp, out.parent / "captions.jsonl")
     if args.tokens:
-        save_npz_atomic(
+        atomic.write_npz(
             pathlib.Path(args.tokens),
             ids=np.asarray(ids, np.int32),
             fps=np.float32(fps),

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from motionaura_jax import atomic
 
 SPEC_FILE, META_FILE = "spec.json", "meta.json"
 VERSION = 1
@@ -33,28 +34,8 @@ class TokenCacheError(ValueError):
     """A cache that cannot be built or read as asked; the message names the folder and the fix."""
 
 
-def _write_atomic(path: pathlib.Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_json(path: pathlib.Path, value: dict) -> None:
-    _write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(value, indent=1, sort_keys=True)))
-
-
-def _write_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    _write_atomic(path, write)
+    atomic.write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 def shard_path(folder: pathlib.Path, shard: int) -> pathlib.Path:
@@ -182,17 +163,15 @@ def build_token_cache(
         position = {c: i for i, c in enumerate(table)}
         ids_n = np.concatenate(ids)
         grid = tuple(int(g) for g in ids_n.shape[1:])
-        _write_npz(
+        atomic.write_npz(
             path,
-            {
-                "ids": ids_n.astype(np.int32),
-                "fps": np.asarray(fps, np.float32),
-                "index": np.arange(start, stop, dtype=np.int32),
-                "caption_index": np.asarray([position[c] for c in captions], np.int32),
-                "captions": np.asarray(table),
-                "text": np.asarray(text, np.float32),
-                "text_mask": np.asarray(text_mask, bool),
-            },
+            ids=ids_n.astype(np.int32),
+            fps=np.asarray(fps, np.float32),
+            index=np.arange(start, stop, dtype=np.int32),
+            caption_index=np.asarray([position[c] for c in captions], np.int32),
+            captions=np.asarray(table),
+            text=np.asarray(text, np.float32),
+            text_mask=np.asarray(text_mask, bool),
         )
     if bar is not None:
         bar.close()

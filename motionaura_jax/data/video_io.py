@@ -23,6 +23,8 @@ import warnings
 
 import numpy as np
 
+from motionaura_jax.atomic import atomic_path
+
 # ffmpeg runs through subprocess; with `_fork_safe_spawn` below its fork is followed at once by exec in C
 # (no Python runs in the child), so JAX's "os.fork() ... may deadlock" warning does not apply to it.
 warnings.filterwarnings(
@@ -339,14 +341,6 @@ def to_uint8(video: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(video)
 
 
-def _atomic_target(path: pathlib.Path):
-    """A temp path in the same folder with the same suffix (formats are chosen by suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    return pathlib.Path(tmp)
-
-
 def write_video(
     path: str | os.PathLike,
     video: np.ndarray,
@@ -365,8 +359,7 @@ def write_video(
     frames = to_uint8(video)
     if fps <= 0:
         raise ValueError(f"write_video {path}: fps must be > 0, got {fps}")
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".gif":
             from PIL import Image
 
@@ -383,10 +376,6 @@ def write_video(
             _write_ffmpeg(tmp, frames, fps, suffix, lossless, quality)
         else:
             raise ValueError(f"write_video {path}: unknown suffix {suffix!r}; use one of {VIDEO_EXTENSIONS}")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -461,13 +450,8 @@ def write_contact_sheet(path: str | os.PathLike, video: np.ndarray, **kwargs) ->
     from PIL import Image
 
     path = pathlib.Path(path)
-    tmp = _atomic_target(path.with_suffix(".png"))
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(contact_sheet(video, **kwargs)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

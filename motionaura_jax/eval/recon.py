@@ -18,10 +18,8 @@ combinations); point it elsewhere with e.g. `--config.data.source=folder --confi
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
-import tempfile
 from typing import Any
 
 import jax
@@ -29,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from motionaura_jax.atomic import atomic_path
 from motionaura_jax.eval.image_metrics import psnr_video, ssim_protocol, ssim_video
 
 
@@ -154,12 +153,8 @@ def write_contact_sheet(
     for a, b in zip(np.asarray(x), np.asarray(recon), strict=True):
         videos += [a, b]
     image = contact_sheet(videos)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def main(argv: list[str]) -> int:

@@ -11,20 +11,9 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from typing import Any
 
-
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from motionaura_jax import atomic
 
 
 def _json_safe(value: Any) -> Any:
@@ -96,7 +85,7 @@ def write_report(
     }
     if details:
         record["details"] = details
-    _atomic_write_text(out_path, json.dumps(_json_safe(record), indent=2) + "\n")
+    atomic.write_text(out_path, json.dumps(_json_safe(record), indent=2) + "\n")
     md_path = out_path.with_suffix(".md")
-    _atomic_write_text(md_path, markdown_table(metrics, protocol, title))
+    atomic.write_text(md_path, markdown_table(metrics, protocol, title))
     return out_path, md_path

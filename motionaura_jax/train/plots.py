@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 from collections.abc import Mapping, Sequence
 
+from motionaura_jax.atomic import atomic_path
 from motionaura_jax.train.logging import read_metrics
 
 
@@ -61,9 +61,9 @@ def plot_runs(
         fig.suptitle(title)
     fig.tight_layout()
     out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return out

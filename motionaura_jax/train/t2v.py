@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from motionaura_jax import atomic
 from motionaura_jax.config import base_config
 from motionaura_jax.data.pipeline import data_config
 from motionaura_jax.diffusion.losses import corrupt, diffusion_losses, drop_text
@@ -411,7 +412,5 @@ def write_videos(
         paths = write_examples(out / name, video, fps=fps)
         written.append(paths)
         lines.append(json.dumps({"video": paths["mp4"].name, "caption": prompt}))
-    tmp = out / "captions.jsonl.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out / "captions.jsonl")
+    atomic.write_text(out / "captions.jsonl", "\n".join(lines) + "\n")
     return written

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 import pathlib
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from motionaura_jax import atomic
 from motionaura_jax.models.text import bert, t5
 from motionaura_jax.models.text.loading import ModelFolderError, fingerprint, read_config_json, weight_files
 from motionaura_jax.models.text.tokenize import load_tokenizer
@@ -155,16 +154,6 @@ def _cache_path(cache_dir: pathlib.Path, key: str) -> pathlib.Path:
     return cache_dir / key[:2] / f"{key}.npz"
 
 
-def _write_atomic(path: pathlib.Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
-
-
 def encode_text(
     prompts: Sequence[str],
     *,
@@ -221,6 +210,6 @@ def encode_text(
         emb_bld, mask_bl = enc.encode(todo, batch_size)
         for prompt, emb_ld, mask_l in zip(todo, emb_bld, mask_bl, strict=True):
             key = cache_key(identity, max_length, prompt)
-            _write_atomic(_cache_path(cache, key), embedding_ld=emb_ld, mask_l=mask_l)
+            atomic.write_npz(_cache_path(cache, key), embedding_ld=emb_ld, mask_l=mask_l)
             found[key] = (emb_ld, mask_l)
     return (np.stack([found[k][0] for k in keys]).astype(np.float32), np.stack([found[k][1] for k in keys]))
