@@ -6,6 +6,7 @@ mean absolute error < 3 of 255 here.
 """
 
 import json
+import tempfile
 
 import ml_collections
 import numpy as np
@@ -22,13 +23,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
 
 @pytest.mark.parametrize("storage", ["raw", "video"])
-def test_synthetic_build_round_trip_is_exact(tmp_path, storage):
+def test_synthetic_build_round_trip_is_exact(tmp_path, storage, monkeypatch):
     sizes = {"train": 6, "validation": 2, "test": 0, "heldout": 2}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     path = tfds_builder.build_dataset(
-        tmp_path, source="synthetic", frames=5, size=16, storage=storage, seed=4, split_sizes=sizes
+        tmp_path / "data", source="synthetic", frames=5, size=16, storage=storage, seed=4, split_sizes=sizes
     )
+    assert list(scratch.iterdir()) == [], "the build left temporary files behind"
     for split in ("train", "validation", "heldout"):
-        source = tfds_builder.open_split(tmp_path, split)
+        source = tfds_builder.open_split(tmp_path / "data", split)
         assert len(source) == sizes[split]
         reference = MovingShapes(frames=5, size=16, split=split, seed=4, num_clips=sizes[split])
         keys = set()

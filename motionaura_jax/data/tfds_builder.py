@@ -47,6 +47,12 @@ def _make_builder_class():
     """The builder class, made once on first use so that importing this module does not import tfds."""
     tfds = _tfds()
 
+    class LocalDatasetInfo(tfds.core.DatasetInfo):
+        def initialize_from_bucket(self) -> None:
+            # Ours are never in the TFDS bucket. tfds makes a temp folder for the bucket's files before it
+            # learns GCS is off and leaves it behind: one empty /tmp/tmp*tfds per fresh build.
+            return None
+
     class MotionauraVideos(tfds.core.GeneratorBasedBuilder):
         """Fixed-size video clips with captions and FPS (and masks/sketches for Moving Shapes)."""
 
@@ -85,7 +91,7 @@ def _make_builder_class():
                 features["masks"] = tfds.features.Tensor(shape=(t, s, s), dtype=np.bool_)
                 features["sketch"] = tfds.features.Tensor(shape=(s, s), dtype=np.uint8)
             # DatasetInfo built directly: dataset_info_from_configs() wants a package folder.
-            return tfds.core.DatasetInfo(
+            return LocalDatasetInfo(
                 builder=self,
                 description=self._description,
                 features=tfds.features.FeaturesDict(features),
