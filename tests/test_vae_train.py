@@ -81,6 +81,25 @@ def test_eval_recon_command(runs, tmp_path):
     assert recon.main(["--ckpt", str(tmp_path / "nothing")]) == 2
 
 
+def test_eval_recon_counts_every_clip_of_a_folder(runs, tmp_path):
+    # 3 clips and an eval batch of 8: the partial batch is the whole folder, not dropped.
+    from motionaura_jax.data.synthetic import MovingShapes
+    from motionaura_jax.data.video_io import write_video
+    from motionaura_jax.eval import recon
+
+    _, _, workdir = runs["unsharded"]
+    data = config_lib.load_config("experiments/vae_tiny.py").data
+    shapes = MovingShapes(frames=data.frames, size=data.size, split="test")
+    for i in range(3):
+        write_video(tmp_path / "clips" / f"{i}.mp4", shapes[i]["video"], fps=8.0)
+    out = tmp_path / "recon.json"
+    args = [f"--ckpt={workdir}", f"--out={out}", "--config.data.source=folder"]
+    args += [f"--config.data.path={tmp_path / 'clips'}", "--config.eval.batch_size=8"]
+    assert recon.main(args) == 0
+    record = json.loads(out.read_text())
+    assert record["num_clips"] == 3 and np.isfinite(record["psnr"])
+
+
 def test_encode_decode_commands_round_trip(runs, tmp_path):
     from motionaura_jax.commands import decode, encode
     from motionaura_jax.data.synthetic import MovingShapes

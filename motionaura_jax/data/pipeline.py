@@ -280,11 +280,13 @@ def make_host_iterator(
     process_count: int = 1,
     shuffle: bool | None = None,
     num_epochs: int | None = None,
+    drop_remainder: bool = True,
 ) -> HostIterator:
     """This process's iterator over `split` (see the module doc for the order of the stream).
 
     batch_size is per host. shuffle defaults to True for "train" and False otherwise; num_epochs=None
-    repeats forever (training), an int stops after that many passes (the last partial batch is dropped).
+    repeats forever (training), an int stops after that many passes; its last partial batch is dropped
+    unless drop_remainder=False (evaluation: every clip counts, at the cost of one more compile).
     """
     import grain
 
@@ -306,7 +308,7 @@ def make_host_iterator(
     ds = ds.map(_LoadClip(source))
     threads, prefetch = int(_get(data_cfg, "read_threads")), int(_get(data_cfg, "prefetch"))
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(prefetch, 1)))
-    it_ds = it_ds.batch(batch_size, drop_remainder=True)
+    it_ds = it_ds.batch(batch_size, drop_remainder=drop_remainder)
     workers = int(_get(data_cfg, "worker_count"))
     if workers > 0:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

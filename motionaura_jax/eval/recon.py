@@ -53,7 +53,13 @@ def _iterate(config: ml_collections.ConfigDict, num_clips: int, batch_size: int)
     from motionaura_jax.data.pipeline import make_host_iterator
 
     it = make_host_iterator(
-        config.data, batch_size=batch_size, split=_eval_split(config), seed=0, shuffle=False, num_epochs=1
+        config.data,
+        batch_size=batch_size,
+        split=_eval_split(config),
+        seed=0,
+        shuffle=False,
+        num_epochs=1,
+        drop_remainder=False,
     )
     seen = 0
     for batch in it:
