@@ -46,12 +46,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return pathlib.Path(path)
-
-
 def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
