@@ -15,6 +15,7 @@ setup(
         "flax>=0.12.8",
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12.8",
+        "gcsfs>=2026.9.0",  # gs:// workdirs (etils.epath -> fsspec)
         "chex>=0.1.92",
         "einops>=0.8",
         "ml-collections>=1.1",

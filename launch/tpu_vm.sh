@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Train on a Cloud TPU VM slice: copies this checkout to every worker, installs, runs the same command on all.
 #
-#   launch/tpu_vm.sh NAME ZONE -- --config=experiments/vae_S.py --workdir=gs://BUCKET/runs/vae_S
+#   launch/tpu_vm.sh NAME ZONE -- --config=experiments/vae.py:S --workdir=gs://BUCKET/runs/vae_S
 #
 # Every worker runs `motionaura train ...` with MOTIONAURA_AUTO_DISTRIBUTED=1, so jax.distributed finds the pod.
 # Re-running the same line resumes from the newest checkpoint in --workdir.
+# --workdir=gs://... is written through etils.epath (gcsfs) and Orbax (TensorStore), never as a local folder; each
+# worker first writes and reads back a small marker there, so a bucket the VM's service account cannot reach fails
+# at once with one line naming it (exit 2; MOTIONAURA_WORKDIR_TIMEOUT_S bounds the wait, default 60 s).
 set -euo pipefail
 name=${1:?TPU VM name}; zone=${2:?zone}; shift 2
 [ "${1:-}" = "--" ] && shift

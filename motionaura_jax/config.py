@@ -17,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import ml_collections
+from etils import epath
 
-from motionaura_jax import atomic
+from motionaura_jax import atomic, paths
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -179,14 +180,12 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path | str) -> pathlib.Path:
-    """Writes the resolved config to `WORKDIR/config.json`."""
-    path = pathlib.Path(workdir) / "config.json"
-    atomic.write_text(path, to_json(config) + "\n")
-    return path
+def save_config(config: ml_collections.ConfigDict, workdir: os.PathLike | str) -> pathlib.Path | epath.Path:
+    """Writes the resolved config to `WORKDIR/config.json` (a local folder or a URL such as gs://...)."""
+    return atomic.write_text(paths.as_path(workdir) / "config.json", to_json(config) + "\n")
 
 
-def config_from_json(path: pathlib.Path | str) -> ml_collections.ConfigDict:
+def config_from_json(path: os.PathLike | str) -> ml_collections.ConfigDict:
     """Reads a `config.json` written by `save_config` back (lists become tuples, as in experiment files)."""
 
     def tuplify(value):
@@ -196,33 +195,4 @@ def config_from_json(path: pathlib.Path | str) -> ml_collections.ConfigDict:
             return {k: tuplify(v) for k, v in value.items()}
         return value
 
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(tuplify(json.load(f)))
-
-
-def base_config(task: str) -> ml_collections.ConfigDict:
-    """The keys every experiment shares: the loop's (`train.*`), the mesh's (`mesh.*`), sharding rules."""
-    config = ml_collections.ConfigDict()
-    config.task = task
-    config.model = ml_collections.ConfigDict()
-    config.data = ml_collections.ConfigDict()
-    config.train = ml_collections.ConfigDict(
-        dict(
-            steps=100,
-            batch_size=8,
-            lr=1e-3,
-            seed=0,
-            log_every=10,
-            ckpt_every=100,
-            keep=3,  # keep: checkpoints kept on disk
-            eval_every=0,
-            sample_every=0,  # 0 = only never (eval/sample hooks of the task)
-            profile_start=-1,
-            profile_steps=0,  # jax.profiler trace window, written to WORKDIR/profile
-        )
-    )
-    # Axis sizes; -1 fills with the devices left. num_devices=-1 uses all devices.
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1, num_devices=-1))
-    # Extra (logical name, mesh axes) rules merged over parallel.sharding.DEFAULT_RULES.
-    config.sharding = ml_collections.ConfigDict(dict(rules=()))
-    return config
+    return ml_collections.ConfigDict(tuplify(json.loads(paths.as_path(path).read_text(encoding="utf-8"))))

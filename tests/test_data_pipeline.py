@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from motionaura_jax.configs.data import get_config as data_config
 from motionaura_jax.data import video_io
 from motionaura_jax.data.pipeline import make_host_iterator
 from motionaura_jax.data.synthetic import MovingShapes
@@ -38,9 +39,7 @@ def make_folder(root: pathlib.Path) -> pathlib.Path:
 
 
 def folder_cfg(path, **extra) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        dict(source="folder", path=str(path), frames=9, size=32, fps=12.0, **extra)
-    )
+    return data_config(source="folder", path=str(path), frames=9, size=32, fps=12.0, **extra)
 
 
 def test_folder_with_bad_files_goes_through_the_pipeline(tmp_path, caplog):
@@ -107,12 +106,12 @@ def _tiny_task(config, mesh):
 
 
 def test_folder_trains_through_the_loop(tmp_path, monkeypatch):
-    from motionaura_jax.config import base_config
+    from motionaura_jax.configs import base
     from motionaura_jax.train import loop, tasks
 
     monkeypatch.setitem(tasks.TASKS, "data_probe", f"{__name__}:_tiny_task")
     root = make_folder(tmp_path / "videos")
-    config = base_config("data_probe")
+    config = base.get_config("data_probe")
     config.data = folder_cfg(root)
     config.train.update(steps=4, batch_size=8, log_every=2, ckpt_every=2)
     result = loop.train(config, tmp_path / "run")
@@ -124,7 +123,7 @@ def test_folder_trains_through_the_loop(tmp_path, monkeypatch):
 
 
 def test_two_processes_get_disjoint_shards_covering_each_epoch():
-    cfg = ml_collections.ConfigDict(dict(source="synthetic", frames=5, size=16, num_clips=24))
+    cfg = data_config(source="synthetic", frames=5, size=16, num_clips=24)
     per_process = []
     for p in range(2):
         it = make_host_iterator(cfg, batch_size=3, split="train", seed=5, process_index=p, process_count=2)
@@ -143,9 +142,7 @@ def test_resume_from_state_gives_the_exact_next_batch(tmp_path, source):
     if source == "folder":
         cfg = folder_cfg(make_folder(tmp_path / "videos"), flip=True, read_threads=2, prefetch=8)
     else:
-        cfg = ml_collections.ConfigDict(
-            dict(source="synthetic", frames=5, size=16, num_clips=10, read_threads=2)
-        )
+        cfg = data_config(source="synthetic", frames=5, size=16, num_clips=10, read_threads=2)
     it = make_host_iterator(cfg, batch_size=2, split="train", seed=3, process_index=1, process_count=2)
     for _ in range(3):
         next(it)  # background threads have decoded further ahead than this
@@ -165,9 +162,9 @@ def test_resume_from_state_gives_the_exact_next_batch(tmp_path, source):
 def test_every_stage_config_carries_every_data_key():
     """Any `--config.data.KEY=...` the pipeline understands is accepted by the stages that read data."""
     from motionaura_jax import config as config_lib
-    from motionaura_jax.data.pipeline import DEFAULTS, data_config
+    from motionaura_jax.configs.data import DEFAULTS
 
-    for experiment in ("experiments/vae_quickstart.py", "experiments/t2v_quickstart.py"):
+    for experiment in ("experiments/vae.py:quickstart", "experiments/t2v.py:quickstart"):
         config = config_lib.load_config(experiment, [("data.flip", "true"), ("data.read_threads", "3")])
         assert set(DEFAULTS) <= set(config.data.keys()), experiment
         assert config.data.flip is True and config.data.read_threads == 3

@@ -8,11 +8,11 @@ mean absolute error < 3 of 255 here.
 import json
 import tempfile
 
-import ml_collections
 import numpy as np
 import pytest
 
 from motionaura_jax.commands import data as data_command
+from motionaura_jax.configs.data import get_config as data_config
 from motionaura_jax.data import tfds_builder, video_io
 from motionaura_jax.data.pipeline import make_host_iterator, to_model_range
 from motionaura_jax.data.synthetic import MovingShapes
@@ -108,9 +108,7 @@ def test_pipeline_reads_tfds(tmp_path):
         seed=1,
         split_sizes={"train": 8, "validation": 0, "test": 0, "heldout": 0},
     )
-    cfg = ml_collections.ConfigDict(
-        dict(source="tfds", path=str(tmp_path), frames=5, size=16, read_threads=0)
-    )
+    cfg = data_config(source="tfds", path=str(tmp_path), frames=5, size=16, read_threads=0)
     it = make_host_iterator(cfg, batch_size=4, split="train", seed=0, shuffle=False, num_epochs=1)
     batches = list(it)
     assert len(batches) == 2

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from motionaura_jax.models import attention as attn
+from motionaura_jax.models import layers
 
 
 def scores(rope, q_d, k_d):
@@ -130,4 +131,4 @@ def test_adaln_zero_starts_at_zero_and_bad_dtype_is_clear():
     chunks = attn.AdaLNZero(3).init_with_output(jax.random.key(0), jnp.ones((2, 8)))[0]
     assert len(chunks) == 3 and all(c.shape == (2, 1, 8) and not np.any(np.asarray(c)) for c in chunks)
     with pytest.raises(ValueError, match="dtype"):
-        attn.dtype_from_name("int8")
+        layers.dtype_from_name("int8")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 
+from motionaura_jax.configs.t2v import denoiser_config
 from motionaura_jax.models import denoiser as den
 from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding
@@ -18,7 +19,7 @@ MODES = ("qkv_fft2", "fnet_mix", "global_filter", "none")
 
 
 def tiny(mode="qkv_fft2", **overrides):
-    return den.denoiser_config("tiny", spectral_mode=mode, **overrides)
+    return denoiser_config("tiny", spectral_mode=mode, **overrides)
 
 
 def make_inputs(cfg, batch=4, text_len=6, seed=0):
@@ -203,9 +204,9 @@ def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="text_dim"):
         init_params(tiny(text_dim=7), inputs)
     with pytest.raises(ValueError, match="size"):
-        den.denoiser_config("XL")
+        denoiser_config("XL")
     with pytest.raises(ValueError, match="unknown field"):
-        den.denoiser_config("S", widht=3)
+        denoiser_config("S", widht=3)
 
 
 def test_parameter_counts_from_eval_shape():
@@ -213,8 +214,8 @@ def test_parameter_counts_from_eval_shape():
     inputs = make_inputs(cfg)
     real = sum(x.size for x in jax.tree.leaves(sharding.unbox(init_params(cfg, inputs))))
     assert den.count_params(cfg, GRID, text_len=6) == real
-    large = den.count_params(den.denoiser_config("L"))  # abstract: nothing is allocated
-    small = den.count_params(den.denoiser_config("S"))
+    large = den.count_params(denoiser_config("L"))  # abstract: nothing is allocated
+    small = den.count_params(denoiser_config("S"))
     assert 4e9 < large < 8e9 and 3e8 < small < 1e9
 
 

@@ -2,10 +2,10 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from motionaura_jax.configs.t2v import diffusion_config
 from motionaura_jax.diffusion import losses as L
 from motionaura_jax.diffusion import schedule as S
 
@@ -37,7 +37,8 @@ def test_kl_terms_are_non_negative(kind):
 )
 def test_perfect_predictor_beats_uniform(kind, objective):
     sched = S.make_schedule(K, 50, kind=kind)
-    cfg = ml_collections.ConfigDict({"objective": objective})
+    cfg = diffusion_config()
+    cfg.objective = objective
     x0 = _batch(3)
     z_t, t_b = L.corrupt(jax.random.key(4), sched, x0)
     perfect = 30.0 * jax.nn.one_hot(x0, K)
@@ -117,6 +118,6 @@ def test_bad_objective_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="diffusion.kind=absorbing"):
         L.masked_ce_losses(sched, logits, x0, x0, jnp.zeros(1, jnp.int32))
     with pytest.raises(ValueError, match="diffusion.objective"):
-        L.diffusion_losses(
-            sched, logits, x0, x0, jnp.zeros(1, jnp.int32), ml_collections.ConfigDict({"objective": "x"})
-        )
+        bad = diffusion_config()
+        bad.objective = "x"
+        L.diffusion_losses(sched, logits, x0, x0, jnp.zeros(1, jnp.int32), bad)

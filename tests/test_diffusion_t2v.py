@@ -13,12 +13,12 @@ from motionaura_jax.data import token_cache  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> pathlib.Path:
-    """An (untrained) vae_tiny run: config.json + a checkpoint, without compiling a training step."""
+    """An (untrained) vae.py:tiny run: config.json + a checkpoint, without compiling a training step."""
     from motionaura_jax.train import loop
     from motionaura_jax.train.checkpoint import Checkpointer
 
     workdir = tmp_path_factory.mktemp("vae")
-    config = config_lib.load_config("experiments/vae_tiny.py", ["--config.mesh.num_devices=1"])
+    config = config_lib.load_config("experiments/vae.py:tiny", ["--config.mesh.num_devices=1"])
     setup = loop.build(config)
     state = loop.init_state(setup)
     config_lib.save_config(config, workdir)
@@ -29,7 +29,7 @@ def tokenizer_dir(tmp_path_factory) -> pathlib.Path:
 
 def _t2v_config(tokenizer_dir, cache, extra=()):
     return config_lib.load_config(
-        "experiments/t2v_tiny.py",
+        "experiments/t2v.py:tiny",
         [
             f"--config.tokens.tokenizer_workdir={tokenizer_dir}",
             f"--config.tokens.cache={cache}",

@@ -6,6 +6,7 @@ import safetensors.torch as safetensors_torch  # test dependency (requirements-t
 import torch
 
 from motionaura_jax.eval import lpips as lpips_lib
+from motionaura_jax.models import lpips as lpips_net
 
 
 def _torch_backbone(net):
@@ -38,8 +39,8 @@ def _torch_backbone(net):
 
 
 def _torch_lpips(backbone, taps, heads, x, y):
-    shift = torch.tensor(lpips_lib.LPIPS_SHIFT).view(1, 3, 1, 1)
-    scale = torch.tensor(lpips_lib.LPIPS_SCALE).view(1, 3, 1, 1)
+    shift = torch.tensor(lpips_net.LPIPS_SHIFT).view(1, 3, 1, 1)
+    scale = torch.tensor(lpips_net.LPIPS_SCALE).view(1, 3, 1, 1)
 
     def feats(z):
         out, h = [], (z - shift) / scale

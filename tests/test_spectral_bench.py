@@ -2,13 +2,14 @@
 
 import pytest
 
-from motionaura_jax.bench import spectral as bench
+from motionaura_jax.commands import bench
 
 
 def test_bench_spectral_prints_a_row_per_mode(capsys):
     assert (
         bench.main(
             [
+                "spectral",
                 "--grids=1x2x4",
                 "--width=16",
                 "--heads=2",
@@ -27,6 +28,6 @@ def test_bench_spectral_prints_a_row_per_mode(capsys):
 
 def test_bench_spectral_rejects_bad_arguments():
     with pytest.raises(SystemExit):
-        bench.main(["--modes=fourier"])
+        bench.main(["spectral", "--modes=fourier"])
     with pytest.raises(SystemExit):
-        bench.main(["--grids=4by4"])
+        bench.main(["spectral", "--grids=4by4"])

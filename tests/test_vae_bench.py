@@ -2,13 +2,13 @@
 
 import json
 
-from motionaura_jax.bench import vae as bench
+from motionaura_jax.commands import bench
 
 
 def test_bench_vae_reports_ratios_against_the_peer(tmp_path, capsys):
     out = tmp_path / "bench_vae.json"
     # One variant keeps the test to one set of compiles (the other differs only in its block config).
-    args = ["--sizes", "16", "--repeats", "1", "--variants", "ours_fast", "--out", str(out)]
+    args = ["vae", "--sizes", "16", "--repeats", "1", "--variants", "ours_fast", "--out", str(out)]
     assert bench.main(args) == 0
     results = json.loads(out.read_text())
     row = results["sizes"]["16"]

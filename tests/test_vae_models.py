@@ -8,12 +8,14 @@ import ml_collections
 import numpy as np
 import pytest
 
+from motionaura_jax.configs.vae import mask_config, model_config
 from motionaura_jax.models import layers
-from motionaura_jax.models.vqvae import VQVAE, compression, default_model_config, mask_clip
+from motionaura_jax.models.vqvae import VQVAE, compression
+from motionaura_jax.train.vae import mask_clip
 
 
 def tiny_config(**kw) -> ml_collections.ConfigDict:
-    c = default_model_config()
+    c = model_config()
     c.channels, c.blocks = (8, 16, 16), (1, 1, 1)
     c.down_space, c.down_time = (True, False), (True, True)
     c.stem_patch, c.stem_time_kernel = 2, 3
@@ -216,7 +218,7 @@ def test_remat_and_grouped_kernel_give_the_same_model():
 
 
 def test_mask_clip():
-    cfg = default_model_config().mask
+    cfg = mask_config()
     cfg.full_frame_prob, cfg.patch_prob = 1.0, 1.0
     x = jnp.ones((64, 5, 16, 16, 3))
     masked, frame = mask_clip(x, jax.random.PRNGKey(0), cfg)

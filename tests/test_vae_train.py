@@ -19,7 +19,7 @@ def runs(tmp_path_factory):
     results = {}
     for name, mesh in MESHES.items():
         pairs = [("train.steps", "3")] + [(f"mesh.{k}", str(v)) for k, v in mesh.items()]
-        config = config_lib.load_config("experiments/vae_tiny.py", pairs)
+        config = config_lib.load_config("experiments/vae.py:tiny", pairs)
         workdir = tmp_path_factory.mktemp(name)
         results[name] = (loop.train(config, workdir), read_metrics(workdir), workdir)
     return results
@@ -67,35 +67,38 @@ def test_every_loss_term_is_logged(runs):
 
 
 def test_eval_recon_command(runs, tmp_path):
-    from motionaura_jax.eval import recon
+    from motionaura_jax.commands import eval as eval_command
 
     _, _, workdir = runs["unsharded"]
     out = tmp_path / "recon.json"
     sheet = tmp_path / "sheet.png"
-    assert recon.main([f"--ckpt={workdir}", f"--out={out}", "--num_clips=4", f"--sheet={sheet}"]) == 0
+    assert (
+        eval_command.main(["recon", f"--ckpt={workdir}", f"--out={out}", "--num_clips=4", f"--sheet={sheet}"])
+        == 0
+    )
     record = json.loads(out.read_text())
     for key in ("psnr", "ssim", "codebook_usage", "perplexity", "num_clips", "temporal_l1", "colour_kept"):
         assert key in record, key
     assert record["num_clips"] == 4 and 0 < record["codebook_usage"] <= 1
     assert sheet.stat().st_size > 0
-    assert recon.main(["--ckpt", str(tmp_path / "nothing")]) == 2
+    assert eval_command.main(["recon", "--ckpt", str(tmp_path / "nothing")]) == 2
 
 
 def test_eval_recon_counts_every_clip_of_a_folder(runs, tmp_path):
     # 3 clips and an eval batch of 8: the partial batch is the whole folder, not dropped.
+    from motionaura_jax.commands import eval as eval_command
     from motionaura_jax.data.synthetic import MovingShapes
     from motionaura_jax.data.video_io import write_video
-    from motionaura_jax.eval import recon
 
     _, _, workdir = runs["unsharded"]
-    data = config_lib.load_config("experiments/vae_tiny.py").data
+    data = config_lib.load_config("experiments/vae.py:tiny").data
     shapes = MovingShapes(frames=data.frames, size=data.size, split="test")
     for i in range(3):
         write_video(tmp_path / "clips" / f"{i}.mp4", shapes[i]["video"], fps=8.0)
     out = tmp_path / "recon.json"
     args = [f"--ckpt={workdir}", f"--out={out}", "--config.data.source=folder"]
     args += [f"--config.data.path={tmp_path / 'clips'}", "--config.eval.batch_size=8"]
-    assert recon.main(args) == 0
+    assert eval_command.main(["recon", *args]) == 0
     record = json.loads(out.read_text())
     assert record["num_clips"] == 3 and np.isfinite(record["psnr"])
 

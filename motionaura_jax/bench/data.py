@@ -15,14 +15,16 @@ Compare `pipeline` clips/s with the training step's clips/s (batch / step time) 
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+
+from motionaura_jax.configs import data as data_configs
 
 
 def measure_pipeline(
@@ -62,13 +64,16 @@ def _time_serial(fn, items) -> float:
 
 
 def run(
+    *,
     clips: int = 32,
     frames: int = 17,
     size: int = 64,
     batch: int = 8,
-    threads=(1, 2, 4),
+    threads: Sequence[int] = (1, 2, 4),
     workdir: str | None = None,
 ) -> dict[str, Any]:
+    """Clips/s of the peer, our reader and the pipeline on `clips` MP4 clips of frames x size x size written
+    to a temporary folder under `workdir` (the system's temporary folder when None), removed afterwards."""
     import imageio.v3 as iio
 
     from motionaura_jax.data import tfds_builder, video_io
@@ -78,8 +83,9 @@ def run(
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         root = pathlib.Path(tmp) / "videos"
         shapes = MovingShapes(frames=frames, size=size, num_clips=clips, fps=8.0)
+        # As plain strings: write_video returns an epath.Path, which imageio does not take as a file name.
         paths = [
-            video_io.write_video(root / f"clip_{i:04d}.mp4", shapes[i]["video"], fps=8.0)
+            str(video_io.write_video(root / f"clip_{i:04d}.mp4", shapes[i]["video"], fps=8.0))
             for i in range(clips)
         ]
         results: dict[str, Any] = {"clip": f"{frames}x{size}x{size} MP4 (libx264)", "clips": clips}
@@ -104,17 +110,15 @@ def run(
         runs = [(n, backend) for n in threads] + [(max(threads), b) for b in backends if b != backend]
         for n, name in runs:
             video_io.set_read_backend(name)
-            cfg = ml_collections.ConfigDict(
-                dict(
-                    source="folder",
-                    path=str(root),
-                    frames=frames,
-                    size=size,
-                    fps=0.0,
-                    flip=True,
-                    read_threads=n,
-                    prefetch=2 * batch,
-                )
+            cfg = data_configs.get_config(
+                source="folder",
+                path=str(root),
+                frames=frames,
+                size=size,
+                fps=0.0,
+                flip=True,
+                read_threads=n,
+                prefetch=2 * batch,
             )
             suffix = "" if name == backend else f"_{name}"
             try:
@@ -123,8 +127,8 @@ def run(
                 )
             finally:
                 video_io.set_read_backend(backend)
-        cfg = ml_collections.ConfigDict(
-            dict(source="synthetic", frames=frames, size=size, read_threads=2, prefetch=2 * batch)
+        cfg = data_configs.get_config(
+            source="synthetic", frames=frames, size=size, read_threads=2, prefetch=2 * batch
         )
         results["pipeline_synthetic_threads2"] = measure_pipeline(
             cfg, batch_size=batch, num_batches=num_batches
@@ -137,15 +141,8 @@ def run(
             size=size,
             split_sizes={"train": clips, "validation": 0, "test": 0, "heldout": 0},
         )
-        cfg = ml_collections.ConfigDict(
-            dict(
-                source="tfds",
-                path=str(tfds_dir),
-                frames=frames,
-                size=size,
-                read_threads=2,
-                prefetch=2 * batch,
-            )
+        cfg = data_configs.get_config(
+            source="tfds", path=str(tfds_dir), frames=frames, size=size, read_threads=2, prefetch=2 * batch
         )
         results["pipeline_tfds_raw_threads2"] = measure_pipeline(
             cfg, batch_size=batch, num_batches=num_batches
@@ -153,26 +150,6 @@ def run(
     return results
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="motionaura bench data",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--clips", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=17)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", default="1,2,4", help="decode threads to try, comma separated")
-    parser.add_argument("--json", default=None, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    results = run(
-        args.clips, args.frames, args.size, args.batch, tuple(int(t) for t in args.threads.split(","))
-    )
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        from motionaura_jax import atomic
-
-        atomic.write_text(args.json, text + "\n")
-    return 0
+def format_results(results: dict[str, Any]) -> str:
+    """The results of `run` as indented JSON (what `motionaura bench data` prints and writes)."""
+    return json.dumps(results, indent=2)

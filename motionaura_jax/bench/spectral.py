@@ -12,10 +12,11 @@ none, qkv_fft2, ...) so that machine load hits every mode alike; the table repor
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import statistics
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,24 +24,59 @@ from motionaura_jax.models.spectral import SPECTRAL_MODES
 
 # qkv_fft2 computed literally (FFT2 over tokens and head_dim, all query frequencies): same output, more work.
 LITERAL = "qkv_fft2[fft2]"
+KNOWN_MODES = SPECTRAL_MODES + (LITERAL,)
+DEFAULT_GRIDS: tuple[tuple[int, int, int], ...] = ((4, 8, 8), (4, 16, 16), (8, 16, 16))
+DEFAULT_MODES: tuple[str, ...] = (SPECTRAL_MODES[0], LITERAL) + SPECTRAL_MODES[1:]
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockBench:
+    """The block measured (its width, heads, inputs and dtype) and how it is timed (rounds, warm-up calls)."""
+
+    width: int = 256
+    heads: int = 4
+    batch: int = 2
+    text_len: int = 32
+    dtype: str = "float32"
+    rounds: int = 5
+    warmup: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        # The block's 3D RoPE needs head_dim >= 6: one rotation pair per axis (models/attention.py).
+        if self.heads < 1 or self.width % self.heads or (self.width // self.heads) < 6:
+            raise ValueError(
+                f"width {self.width} must be a multiple of heads {self.heads} with head_dim >= 6"
+            )
 
 
 def parse_grid(text: str) -> tuple[int, int, int]:
+    """`"4x16x16"` -> (4, 16, 16); a ValueError that names the text otherwise."""
     try:
         t, h, w = (int(v) for v in text.lower().split("x"))
     except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"grid {text!r} must look like 4x16x16 (frames x height x width)"
-        ) from err
+        raise ValueError(f"grid {text!r} must look like 4x16x16 (frames x height x width)") from err
     return t, h, w
 
 
-def build_step(mode: str, grid: tuple[int, int, int], args: argparse.Namespace):
+def check_modes(modes: Sequence[str]) -> list[str]:
+    """The modes to time, with "none" (plain attention, the peer every ratio is taken against) added last
+    when missing; a ValueError naming the unknown ones and the known ones otherwise."""
+    unknown = [m for m in modes if m not in KNOWN_MODES]
+    if unknown:
+        raise ValueError(f"unknown modes {unknown}; use {', '.join(KNOWN_MODES)}")
+    return list(modes) if "none" in modes else [*modes, "none"]
+
+
+def build_step(mode: str, grid: tuple[int, int, int], bench: BlockBench):
     """A jitted fwd+bwd of one block and its arguments."""
     import jax
     import jax.numpy as jnp
 
-    from motionaura_jax.models.denoiser import DenoiserBlock, denoiser_config
+    from motionaura_jax.configs.t2v import denoiser_config
+    from motionaura_jax.models.denoiser import DenoiserBlock
     from motionaura_jax.parallel.sharding import unbox
 
     impl = "fft2" if mode == LITERAL else "rfft"
@@ -48,18 +84,18 @@ def build_step(mode: str, grid: tuple[int, int, int], args: argparse.Namespace):
         "tiny",
         spectral_mode="qkv_fft2" if mode == LITERAL else mode,
         qkv_fft2_impl=impl,
-        width=args.width,
-        heads=args.heads,
-        dtype=args.dtype,
+        width=bench.width,
+        heads=bench.heads,
+        dtype=bench.dtype,
         remat=False,
         scan_layers=False,
     )
     tokens = grid[0] * grid[1] * grid[2]
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(args.batch, tokens, args.width)), cfg.dtype)
-    c = jnp.asarray(rng.normal(size=(args.batch, args.width)), jnp.float32)
-    text = jnp.asarray(rng.normal(size=(args.batch, args.text_len, args.width)), cfg.dtype)
-    mask = jnp.asarray(np.arange(args.text_len)[None, :] < args.text_len - 3).repeat(args.batch, 0)
+    x = jnp.asarray(rng.normal(size=(bench.batch, tokens, bench.width)), cfg.dtype)
+    c = jnp.asarray(rng.normal(size=(bench.batch, bench.width)), jnp.float32)
+    text = jnp.asarray(rng.normal(size=(bench.batch, bench.text_len, bench.width)), cfg.dtype)
+    mask = jnp.asarray(np.arange(bench.text_len)[None, :] < bench.text_len - 3).repeat(bench.batch, 0)
     block = DenoiserBlock(cfg, grid)
     params = unbox(jax.jit(block.init)(jax.random.key(0), x, c, text, mask)["params"])
     # Move the zero-init gates off zero so every branch carries a real gradient.
@@ -73,19 +109,20 @@ def build_step(mode: str, grid: tuple[int, int, int], args: argparse.Namespace):
     return step, (params, x)
 
 
-def measure(grid: tuple[int, int, int], modes: list[str], args: argparse.Namespace) -> list[dict]:
+def measure(grid: tuple[int, int, int], modes: list[str], bench: BlockBench) -> list[dict]:
+    """Every mode compiled at one grid, then timed in alternating rounds; one row per mode."""
     import jax
 
     steps, compile_s = {}, {}
     for mode in modes:
         start = time.perf_counter()
-        step, step_args = build_step(mode, grid, args)
-        for _ in range(max(args.warmup, 1)):
+        step, step_args = build_step(mode, grid, bench)
+        for _ in range(max(bench.warmup, 1)):
             jax.block_until_ready(step(*step_args))
         compile_s[mode] = time.perf_counter() - start
         steps[mode] = (step, step_args)
     times = {mode: [] for mode in modes}
-    for _ in range(args.rounds):
+    for _ in range(bench.rounds):
         for mode in modes:
             step, step_args = steps[mode]
             start = time.perf_counter()
@@ -109,14 +146,15 @@ def measure(grid: tuple[int, int, int], modes: list[str], args: argparse.Namespa
     return rows
 
 
-def format_table(rows: list[dict], args: argparse.Namespace) -> str:
+def format_table(rows: list[dict], bench: BlockBench) -> str:
+    """The rows of `run` as a markdown table under a header naming the block and the device."""
     import jax
 
     device = jax.devices()[0]
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     lines = [
-        f"one denoiser block, fwd+bwd: width={args.width} heads={args.heads} batch={args.batch} "
-        f"text_len={args.text_len} dtype={args.dtype} rounds={args.rounds}",
+        f"one denoiser block, fwd+bwd: width={bench.width} heads={bench.heads} batch={bench.batch} "
+        f"text_len={bench.text_len} dtype={bench.dtype} rounds={bench.rounds}",
         f"device: {device.platform} {device.device_kind} (x{jax.device_count()}), load average {load}",
         "",
         "| grid | tokens | spectral_mode | median ms | min ms | vs none | compile+warmup s |",
@@ -130,45 +168,18 @@ def format_table(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="motionaura bench spectral",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--grids", default="4x8x8,4x16x16,8x16x16", help="comma-separated latent grids TxHxW (tokens = T*H*W)"
-    )
-    parser.add_argument(
-        "--modes",
-        default=",".join((SPECTRAL_MODES[0], LITERAL) + SPECTRAL_MODES[1:]),
-        help=f"comma-separated spectral modes; {LITERAL} is qkv_fft2 computed literally",
-    )
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--text-len", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    args = parser.parse_args(argv)
-    try:
-        grids = [parse_grid(g) for g in args.grids.split(",") if g]
-    except argparse.ArgumentTypeError as err:
-        parser.error(str(err))
-    modes = [m for m in args.modes.split(",") if m]
-    unknown = [m for m in modes if m not in SPECTRAL_MODES + (LITERAL,)]
-    if unknown:
-        parser.error(f"unknown modes {unknown}; use {', '.join(SPECTRAL_MODES + (LITERAL,))}")
-    if "none" not in modes:
-        modes.append("none")  # the peer every ratio is taken against
-    if args.width % args.heads or (args.width // args.heads) < 6:
-        parser.error(f"--width {args.width} must be a multiple of --heads {args.heads} with head_dim >= 6")
-
+def run(
+    *,
+    grids: Sequence[tuple[int, int, int]] = DEFAULT_GRIDS,
+    modes: Sequence[str] = DEFAULT_MODES,
+    bench: BlockBench | None = None,
+) -> list[dict]:
+    """One row per (grid, mode): median and min ms of a fwd+bwd, its ratio to "none" and compile time."""
     from tqdm import tqdm
 
+    bench = bench or BlockBench()
+    modes = check_modes(modes)
     rows = []
     for grid in tqdm(grids, desc="grids", disable=len(grids) < 2):
-        rows.extend(measure(grid, modes, args))
-    print(format_table(rows, args))
-    return 0
+        rows.extend(measure(grid, modes, bench))
+    return rows

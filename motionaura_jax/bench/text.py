@@ -11,11 +11,12 @@ check). A batch of real sentences, byte-tokenised and padded to `--max-length`, 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,17 +103,36 @@ def measure(name: str, ids_bl: np.ndarray, mask_bl: np.ndarray, rounds: int, war
     }
 
 
-def run(configs: list[str], batch: int, max_length: int, rounds: int, warmup: int) -> list[dict]:
-    from motionaura_jax.models.text.tokenize import ByteTokenizer
+def run(
+    *,
+    configs: Sequence[str] = ("tiny", "t5-v1_1-base"),
+    batch: int = 16,
+    max_length: int = 64,
+    rounds: int = 5,
+    warmup: int = 1,
+    torch_threads: int = 0,
+) -> dict[str, Any]:
+    """One row per T5 config (names from T5_CONFIGS), with the settings they were measured at.
 
-    prompts = [SENTENCES[i % len(SENTENCES)] for i in range(batch)]
-    ids_bl, mask_bl = ByteTokenizer(max_length)(prompts)
-    return [measure(name, ids_bl, mask_bl, rounds, warmup) for name in configs]
-
-
-def format_table(rows: list[dict], batch: int, max_length: int, rounds: int) -> str:
+    `torch_threads` > 0 sets PyTorch's thread count for the whole process; 0 keeps its default (all cores).
+    """
     import torch
 
+    from motionaura_jax.models.text.tokenize import ByteTokenizer
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    prompts = [SENTENCES[i % len(SENTENCES)] for i in range(batch)]
+    ids_bl, mask_bl = ByteTokenizer(max_length)(prompts)
+    rows = [measure(name, ids_bl, mask_bl, rounds, warmup) for name in configs]
+    return {"batch": batch, "max_length": max_length, "rounds": rounds, "rows": rows}
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The results of `run` as a fixed-width table under a header naming the batch and the machine."""
+    import torch
+
+    batch, max_length, rounds = results["batch"], results["max_length"], results["rounds"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         f"T5 encoder, CPU, batch {batch} x {max_length} tokens, median of {rounds} alternating rounds "
@@ -120,37 +140,9 @@ def format_table(rows: list[dict], batch: int, max_length: int, rounds: int) -> 
         f"{'config':<16}{'params':>9}{'ours sent/s':>14}{'torch sent/s':>14}{'ours/torch':>12}"
         f"{'max|diff|':>11}{'compile s':>11}",
     ]
-    for r in rows:
+    for r in results["rows"]:
         lines.append(
             f"{r['config']:<16}{r['params_m']:>8.1f}M{r['ours_sps']:>14.1f}{r['torch_sps']:>14.1f}"
             f"{r['ratio']:>11.2f}x{r['max_abs_diff']:>11.1e}{r['compile_s']:>11.1f}"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="motionaura bench text",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--configs", default="tiny,t5-v1_1-base", help="comma-separated names from T5_CONFIGS"
-    )
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--torch-threads", type=int, default=0, help="0: PyTorch's default (all cores)")
-    args = parser.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("bench text needs PyTorch (the peer): pip install -r requirements-test.txt")
-        return 2
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    rows = run(configs, args.batch, args.max_length, args.rounds, args.warmup)
-    print(format_table(rows, args.batch, args.max_length, args.rounds))
-    return 0

@@ -16,25 +16,21 @@ VQ, no GAN). "Limits" times our encoder, decoder and the depthwise kernels alone
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
-
-from motionaura_jax import atomic
 
 FRAMES = 17
 PEER_CHANNELS = (64, 128, 128, 256)
 
 
 def _ours_config(size: int, variant: str):
-    from motionaura_jax.train.vae import vae_config
+    from motionaura_jax.configs import vae
 
-    config = vae_config()
+    config = vae.get_config()
     m = config.model
     m.channels, m.blocks, m.dec_blocks, m.mid_blocks = PEER_CHANNELS, (1, 1, 1, 1), (2, 2, 2, 2), 2
     m.down_space, m.down_time = (True, True, False), (True, True, False)  # stem 2 x 2 x 2 = 8 in space
@@ -143,7 +139,21 @@ def _alternate(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, fl
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def run(sizes: list[int], repeats: int, variants: list[str]) -> dict:
+def _print_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(
+    *,
+    sizes: Sequence[int] = (64, 128),
+    repeats: int = 5,
+    variants: Sequence[str] = ("ours_mbconv", "ours_fast"),
+    log: Callable[[str], None] = _print_now,
+) -> dict:
+    """Medians of encode+decode and train-step seconds, ours (each variant) vs the peer, per clip size.
+
+    `log` receives a line as each size starts and a summary line per variant as it ends (printed by default).
+    """
     import torch
 
     results = {
@@ -155,7 +165,7 @@ def run(sizes: list[int], repeats: int, variants: list[str]) -> dict:
         "sizes": {},
     }
     for size in sizes:
-        print(f"== {FRAMES}x{size}x{size}", flush=True)
+        log(f"== {FRAMES}x{size}x{size}")
         peer = Peer(size)
         ours = {v: Ours(size, v) for v in variants}
         enc_dec = _alternate(
@@ -189,37 +199,10 @@ def run(sizes: list[int], repeats: int, variants: list[str]) -> dict:
         results["sizes"][str(size)] = row
         for v in variants:
             r = row["ratios"][v]
-            print(
+            log(
                 f"{v}: encode+decode {enc_dec[v]:.3f}s vs peer {enc_dec['peer']:.3f}s "
                 f"({r['encode_decode_speedup']:.2f}x); train step {train[v]:.3f}s vs peer "
                 f"{train['peer']:.3f}s "
-                f"({r['train_step_speedup']:.2f}x); encode/decode alone {limits[v]}",
-                flush=True,
+                f"({r['train_step_speedup']:.2f}x); encode/decode alone {limits[v]}"
             )
     return results
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="motionaura bench vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sizes", default="64,128", help="clip sizes (17 frames each)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--variants", default="ours_mbconv,ours_fast")
-    parser.add_argument("--out", default="", help="also write the results as JSON")
-    args = parser.parse_args(argv)
-    try:
-        import diffusers  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as error:
-        print(
-            f"motionaura bench vae: the peer needs torch and diffusers ({error}); "
-            "pip install -r requirements-test.txt",
-            flush=True,
-        )
-        return 2
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    results = run(sizes, args.repeats, [v for v in args.variants.split(",") if v])
-    if args.out:
-        atomic.write_text(args.out, json.dumps(results, indent=2) + "\n")
-    return 0

@@ -9,10 +9,11 @@ time with the causal state carried between chunks. The .npz needs `ids` (T', H',
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 import numpy as np
+
+from motionaura_jax import paths
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -51,18 +52,16 @@ def main(argv: list[str]) -> int:
         )
         return 2
 
-    import jax.numpy as jnp
-
-    from motionaura_jax.data.video_io import write_video
-    from motionaura_jax.models.vqvae import VQVAE, decode_chunked
-    from motionaura_jax.train.loop import restore_state
+    from motionaura_jax.data.video_io import to_uint8, write_video
+    from motionaura_jax.pipelines.tokenizer import Tokenizer
+    from motionaura_jax.runs import RunError
 
     try:
-        config, state, _ = restore_state(args.ckpt)
-    except FileNotFoundError as error:
+        tokenizer = Tokenizer.load(args.ckpt)
+    except RunError as error:
         print(f"motionaura decode: {error}", file=sys.stderr)
         return 2
-    k = int(config.model.quantizer.num_codes)
+    k = tokenizer.num_codes
     if ids.min() < 0 or ids.max() >= k:
         print(
             f"motionaura decode: ids span [{ids.min()}, {ids.max()}] but the tokenizer has {k} codes "
@@ -73,21 +72,17 @@ def main(argv: list[str]) -> int:
     if args.chunk_latents <= 0:
         print("motionaura decode: --chunk_latents must be positive", file=sys.stderr)
         return 2
-    model = VQVAE(config.model)
-    video = decode_chunked(
-        model, {"params": state.params, "vq": state.vq}, jnp.asarray(ids), args.chunk_latents
-    )
-    video = np.asarray(jnp.clip((video + 1.0) * 127.5 + 0.5, 0, 255)).astype(np.uint8)
+    video = np.stack([to_uint8(v) for v in tokenizer.decode_chunked(ids, args.chunk_latents)])
     if "num_frames" in tokens:
         video = video[:, : int(tokens["num_frames"])]
     fps = args.fps or float(tokens.get("fps", 0.0)) or 8.0
-    out = pathlib.Path(args.out)
-    paths = (
+    out = paths.as_path(args.out)
+    outputs = (
         [out]
         if len(video) == 1
         else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(video))]
     )
-    for path, v in zip(paths, video, strict=True):
+    for path, v in zip(outputs, video, strict=True):
         write_video(path, v, fps=fps)
         print(f"wrote {path}: {v.shape[0]} frames {v.shape[1]}x{v.shape[2]} at {fps:g} fps")
     return 0

@@ -9,12 +9,11 @@ equal whole-clip encoding. The .npz holds `ids` int32 (T', H', W'), `num_frames`
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 import numpy as np
 
-from motionaura_jax import atomic
+from motionaura_jax import atomic, paths
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -40,17 +39,15 @@ def main(argv: list[str]) -> int:
         print(f"motionaura encode: cannot read {args.video}: {error}", file=sys.stderr)
         return 2
 
-    import jax.numpy as jnp
-
-    from motionaura_jax.models.vqvae import VQVAE, compression, encode_chunked
-    from motionaura_jax.train.loop import restore_state
+    from motionaura_jax.pipelines.tokenizer import Tokenizer, pad_to_causal_length
+    from motionaura_jax.runs import RunError
 
     try:
-        config, state, _ = restore_state(args.ckpt)
-    except FileNotFoundError as error:
+        tokenizer = Tokenizer.load(args.ckpt)
+    except RunError as error:
         print(f"motionaura encode: {error}", file=sys.stderr)
         return 2
-    temporal, _ = compression(config.model)
+    temporal, _ = tokenizer.compression
     if args.chunk_frames <= 0 or args.chunk_frames % temporal:
         print(
             f"motionaura encode: --chunk_frames={args.chunk_frames} must be a positive multiple of "
@@ -58,16 +55,14 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    config = tokenizer.config
     size = int(config.data.size)
     video = resize_and_crop(frames, size)
     num_frames = len(video)
-    padded = 1 + temporal * -(-(num_frames - 1) // temporal)  # round up to 1 + 4k by repeating the last frame
-    if padded > num_frames:
-        video = np.concatenate([video, np.repeat(video[-1:], padded - num_frames, axis=0)])
-    x = jnp.asarray(video[None], jnp.float32) / 127.5 - 1.0
-    model = VQVAE(config.model)
-    ids = encode_chunked(model, {"params": state.params, "vq": state.vq}, x, args.chunk_frames)
-    out = pathlib.Path(args.out)
+    video = pad_to_causal_length(video, temporal)  # 1 + 4k frames, the last one repeated
+    x = video[None].astype(np.float32) / 127.5 - 1.0
+    ids = tokenizer.encode_chunked(x, args.chunk_frames)
+    out = paths.as_path(args.out)
     atomic.write_npz(
         out,
         ids=np.asarray(ids[0], np.int32),

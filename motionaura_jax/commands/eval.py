@@ -7,138 +7,40 @@ motionaura eval t2v --videos=DIR --out=metrics.json [--captions=FILE] [--fvd_ref
     Writes num_videos, all_correct (fraction of videos with every object right), colour, shape,
     direction (fractions of caption objects), count_correct, and per-video details; with
     --fvd_reference=DIR2 (another such folder, e.g. ground truth) also FVD under the pinned I3D protocol.
-motionaura eval recon ...   tokenizer reconstruction (PSNR/SSIM/LPIPS/FVD, codebook usage):
-    handled by motionaura_jax.eval.recon.
+motionaura eval recon --ckpt=DIR [--out=metrics.json] [--num_clips=N] [--sheet=PNG] [--config.key=value ...]
+    Tokenizer reconstruction (PSNR/SSIM, temporal error, codebook usage, judged colour kept) on held-out
+    clips (motionaura_jax/eval/recon.py; `eval recon --help` for more).
 motionaura eval inpaint ... not available yet.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import pathlib
 import sys
-from typing import Any
 
-import numpy as np
+from motionaura_jax import config as config_lib
 
 SUBCOMMANDS = ("recon", "t2v", "inpaint")
+RECON_DOC = """`motionaura eval recon --ckpt=DIR [--out=metrics.json] [--num_clips=N] [--config.key=value ...]`
+
+Tokenizer reconstruction on held-out clips: encode -> quantize -> decode each clip and report
+  psnr, ssim (per frame, averaged; eval/image_metrics.py),
+  temporal_l1 (mean |(y_t - y_{t-1}) - (x_t - x_{t-1})| of reconstruction y and clip x: flicker / motion
+  error, lower is better),
+  codebook_usage (share of the K codes used over all evaluated clips), perplexity (of the code distribution
+  over all clips), num_clips,
+  colour_kept (Moving Shapes: share of reconstructions whose colour the pixel judge, eval/judge.py, reads
+  right).
+Data: the run's own data config, split `eval.split` ("heldout": unseen colour x shape x direction
+combinations); point it elsewhere with e.g. `--config.data.source=folder --config.data.path=VIDEOS`
+(then the whole folder, split "test": no random crops).
+
+    motionaura eval recon --ckpt=runs/vae --out=runs/vae/recon.json
+"""
 
 
 def _usage() -> str:
     return __doc__
-
-
-class EvalInputError(ValueError):
-    """A folder, captions file or video that cannot be evaluated; the message names it and the fix."""
-
-
-def read_captions(videos_dir: pathlib.Path, captions_path: pathlib.Path) -> list[tuple[pathlib.Path, str]]:
-    """(video path, caption) pairs from a captions.jsonl; every problem names the file and line."""
-    if not videos_dir.is_dir():
-        raise EvalInputError(f"--videos={videos_dir}: not a folder")
-    if not captions_path.is_file():
-        raise EvalInputError(
-            f"{captions_path}: no captions file; write one JSON object per line, "
-            '{"video": "<file in the folder>", "caption": "<caption>"}, or pass --captions=FILE'
-        )
-    pairs = []
-    for number, line in enumerate(captions_path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EvalInputError(f"{captions_path}:{number}: not JSON ({e.msg})") from e
-        if not isinstance(entry, dict) or "video" not in entry or "caption" not in entry:
-            raise EvalInputError(
-                f'{captions_path}:{number}: needs {{"video": ..., "caption": ...}}, got {line[:120]}'
-            )
-        path = videos_dir / entry["video"]
-        if not path.is_file():
-            raise EvalInputError(
-                f"{captions_path}:{number}: video {entry['video']!r} not found in {videos_dir}"
-            )
-        pairs.append((path, str(entry["caption"])))
-    if not pairs:
-        raise EvalInputError(f"{captions_path}: no entries")
-    return pairs
-
-
-def _read(path: pathlib.Path) -> np.ndarray:
-    from motionaura_jax.data.video_io import VideoReadError, read_video
-
-    try:
-        return read_video(path)[0]
-    except VideoReadError as e:
-        raise EvalInputError(str(e)) from e
-
-
-def evaluate_t2v(
-    videos_dir: str | pathlib.Path,
-    captions: str | pathlib.Path | None = None,
-    limit: int | None = None,
-    fvd_reference: str | pathlib.Path | None = None,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(metrics, protocol, details) for a folder of generated videos and their captions."""
-    from tqdm import tqdm
-
-    from motionaura_jax.data import synthetic
-    from motionaura_jax.eval import judge
-
-    videos_dir = pathlib.Path(videos_dir)
-    captions_path = pathlib.Path(captions) if captions else videos_dir / "captions.jsonl"
-    pairs = read_captions(videos_dir, captions_path)[: limit or None]
-    scores, per_video, clips, heldout = [], [], [], []
-    sizes = set()
-    for path, caption in tqdm(pairs, desc="judging videos", unit="video"):
-        try:
-            synthetic.parse_caption(caption)
-        except ValueError as e:
-            raise EvalInputError(f"{captions_path} ({path.name}): {e}") from e
-        video = _read(path)
-        sizes.add(tuple(video.shape[:3]))
-        score = judge.judge_and_score(video, caption)
-        scores.append(score)
-        heldout.append(any(synthetic.is_held_out(*obj) for obj in synthetic.parse_caption(caption)))
-        per_video.append(
-            {
-                "video": path.name,
-                "caption": caption,
-                "all_correct": score["all_correct"],
-                "found": [f"{o['colour']} {o['shape']} {o['direction']}" for o in score["found"]],
-            }
-        )
-        if fvd_reference is not None:
-            clips.append(video)
-    metrics = judge.aggregate(scores)
-    if any(heldout):
-        held = [s for s, h in zip(scores, heldout, strict=True) if h]
-        metrics["heldout_num_videos"] = len(held)
-        metrics["heldout_all_correct"] = float(np.mean([s["all_correct"] for s in held]))
-    protocol = {
-        "task": "t2v caption adherence on Moving Shapes",
-        "videos": str(videos_dir.name),
-        "captions": captions_path.name,
-        "video_shapes_thw": sorted(list(s) for s in sizes),
-        "judge": judge.judge_protocol(),
-    }
-    if fvd_reference is not None:
-        metrics["fvd"], protocol["fvd"] = _fvd_against(clips, pathlib.Path(fvd_reference))
-    return metrics, protocol, {"per_video": per_video}
-
-
-def _fvd_against(clips: list[np.ndarray], reference_dir: pathlib.Path) -> tuple[float, dict[str, Any]]:
-    from motionaura_jax.eval import fvd as fvd_lib
-
-    ref_pairs = read_captions(reference_dir, reference_dir / "captions.jsonl")
-    reference = [_read(p) for p, _ in ref_pairs]
-    try:
-        result = fvd_lib.fvd(np.stack(reference), np.stack(clips), progress=True)
-    except ValueError as e:  # ragged sizes or too few frames
-        raise EvalInputError(f"FVD: {e}") from e
-    return result["fvd"], result["protocol"]
 
 
 def _t2v(argv: list[str]) -> int:
@@ -152,6 +54,7 @@ def _t2v(argv: list[str]) -> int:
     parser.add_argument("--fvd_reference", default=None, help="folder of reference videos (+captions.jsonl)")
     args = parser.parse_args(argv)
     from motionaura_jax.eval.report import write_report
+    from motionaura_jax.eval.t2v import EvalInputError, evaluate_t2v
 
     try:
         metrics, protocol, details = evaluate_t2v(args.videos, args.captions, args.limit, args.fvd_reference)
@@ -167,18 +70,44 @@ def _t2v(argv: list[str]) -> int:
 
 
 def _recon(argv: list[str]) -> int:
+    """Tokenizer reconstruction on held-out clips (eval/recon.py)."""
+    rest, overrides = config_lib.split_overrides(argv)
+    parser = argparse.ArgumentParser(
+        prog="motionaura eval recon",
+        description=RECON_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ckpt", required=True, help="the tokenizer's training workdir")
+    parser.add_argument("--out", default="", help="metrics JSON (default: CKPT/eval_recon.json)")
+    parser.add_argument(
+        "--num_clips", type=int, default=0, help="clips to evaluate (default: eval.num_clips)"
+    )
+    parser.add_argument("--sheet", default="", help="also write a contact sheet PNG here")
+    args = parser.parse_args(rest)
+
+    from etils import epath
+
+    from motionaura_jax import runs
+    from motionaura_jax.eval import recon
+    from motionaura_jax.eval.report import write_report
+    from motionaura_jax.runs import RunError
+
     try:
-        module = importlib.import_module("motionaura_jax.eval.recon")
-    except ModuleNotFoundError as e:
-        if e.name != "motionaura_jax.eval.recon":
-            raise
-        print(
-            "motionaura eval recon: not available yet (motionaura_jax/eval/recon.py, the tokenizer's "
-            "reconstruction evaluation, has not landed)",
-            file=sys.stderr,
-        )
+        run = runs.load_run(args.ckpt, task="vae", overrides=dict(overrides))
+    except (RunError, config_lib.ConfigError) as error:
+        print(f"motionaura eval recon: {error}", file=sys.stderr)
         return 2
-    return int(module.main(argv) or 0)
+    config = run.config
+    metrics, details = recon.evaluate(run.model, run.variables, config, args.num_clips or None)
+    out = args.out or str(epath.Path(args.ckpt) / "eval_recon.json")
+    json_path, md_path = write_report(
+        out, metrics, recon.protocol(config, details), title="Tokenizer reconstruction", details=details
+    )
+    if args.sheet:
+        recon.write_contact_sheet(run.model, run.variables, config, args.sheet)
+    print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
 
 
 def main(argv: list[str]) -> int:

@@ -12,15 +12,17 @@ a key no stage has is an error.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
+from etils import epath
+
 from motionaura_jax import config as config_lib
+from motionaura_jax import paths
 
 # (stage, experiment, task name); a stage runs when its experiment file and its task both exist.
 STAGES = (
-    ("tokenizer", "experiments/vae_quickstart.py", "vae"),
-    ("text-to-video", "experiments/t2v_quickstart.py", "t2v"),
+    ("tokenizer", "experiments/vae.py:quickstart", "vae"),
+    ("text-to-video", "experiments/t2v.py:quickstart", "t2v"),
 )
 FALLBACK = ("loop check (tiny)", "experiments/tiny.py", "tiny")
 
@@ -28,11 +30,11 @@ FALLBACK = ("loop check (tiny)", "experiments/tiny.py", "tiny")
 def available_stages() -> list[tuple[str, str, str]]:
     from motionaura_jax.train.tasks import TASKS
 
-    stages = [s for s in STAGES if s[2] in TASKS and (config_lib.REPO_ROOT / s[1]).exists()]
+    stages = [s for s in STAGES if s[2] in TASKS and (config_lib.REPO_ROOT / s[1].partition(":")[0]).exists()]
     return stages or [FALLBACK]
 
 
-def stage_configs(root: pathlib.Path, overrides: list[tuple[str, str]]) -> list[tuple[str, str, object]]:
+def stage_configs(root: epath.Path, overrides: list[tuple[str, str]]) -> list[tuple[str, str, object]]:
     """Loads every stage's config, wires each stage to the previous one, applies the overrides that fit."""
     used: set[str] = set()
     configs = []
@@ -53,11 +55,12 @@ def stage_configs(root: pathlib.Path, overrides: list[tuple[str, str]]) -> list[
     return configs
 
 
-def _after_tokenizer(workdir: pathlib.Path) -> None:
-    from motionaura_jax.eval import recon
+def _after_tokenizer(workdir: epath.Path) -> None:
+    from motionaura_jax.commands import eval as eval_command
 
-    recon.main(
+    eval_command.main(
         [
+            "recon",
             f"--ckpt={workdir}",
             f"--out={workdir / 'eval_recon.json'}",
             f"--sheet={workdir / 'reconstructions.png'}",
@@ -65,7 +68,7 @@ def _after_tokenizer(workdir: pathlib.Path) -> None:
     )
 
 
-def _after_t2v(workdir: pathlib.Path, config) -> None:
+def _after_t2v(workdir: epath.Path, config) -> None:
     from motionaura_jax.commands import eval as eval_command
     from motionaura_jax.commands import sample
 
@@ -84,7 +87,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--workdir", default="runs/quickstart")
     args = parser.parse_args(rest)
-    root = pathlib.Path(args.workdir)
+    root = paths.as_path(args.workdir)
     try:
         configs = stage_configs(root, overrides)
     except config_lib.ConfigError as error:

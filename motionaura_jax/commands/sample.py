@@ -10,8 +10,9 @@ contact sheet next to it (same stem). Several --prompt flags, or --num > 1, writ
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
+
+from motionaura_jax import paths
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -50,36 +51,29 @@ def main(argv: list[str]) -> int:
     if args.num < 1:
         print(f"motionaura sample: --num must be >= 1, got {args.num}", file=sys.stderr)
         return 2
-    out = pathlib.Path(args.out)
+    out = paths.as_path(args.out)  # a local path or a URL (gs://...)
     if not out.suffix:
         print(f"motionaura sample: --out={out} needs a video suffix such as .mp4 or .gif", file=sys.stderr)
         return 2
 
     import numpy as np
 
-    from motionaura_jax import atomic
+    from motionaura_jax import atomic, runs
     from motionaura_jax.data.video_io import write_contact_sheet, write_video
-    from motionaura_jax.train.loop import restore_state
-    from motionaura_jax.train.t2v import T2VGenerator
+    from motionaura_jax.pipelines.t2v import T2VGenerator
+    from motionaura_jax.runs import RunError
 
     try:
-        config, state, _ = restore_state(args.ckpt)
-    except FileNotFoundError as error:
+        run = runs.load_run(args.ckpt, task="t2v")
+    except RunError as error:
         print(f"motionaura sample: {error}", file=sys.stderr)
         return 2
-    if config.get("task") != "t2v":
-        print(
-            f"motionaura sample: {args.ckpt} is a {config.get('task')!r} run, not a text-to-video (t2v) one",
-            file=sys.stderr,
-        )
-        return 2
-    if args.tokenizer:
-        config.tokens.tokenizer_workdir = args.tokenizer
+    config = run.config
     try:
-        generator = T2VGenerator(config, state.params)
-    except (FileNotFoundError, ValueError) as error:
+        generator = T2VGenerator.from_run(run, args.tokenizer or None)
+    except (RunError, ValueError) as error:
         print(
-            f"motionaura sample: tokenizer {config.tokens.tokenizer_workdir}: {error} "
+            f"motionaura sample: tokenizer {args.tokenizer or config.tokens.tokenizer_workdir}: {error} "
             "(pass --tokenizer=VAE_WORKDIR if it moved)",
             file=sys.stderr,
         )
@@ -99,8 +93,8 @@ def main(argv: list[str]) -> int:
     )
     videos = generator.decode(ids)
     single = len(prompts) == 1
-    paths = [out if single else out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(prompts))]
-    for path, video, prompt in zip(paths, videos, prompts, strict=True):
+    outputs = [out if single else out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(prompts))]
+    for path, video, prompt in zip(outputs, videos, prompts, strict=True):
         write_video(path, video, fps)
         write_contact_sheet(path.with_suffix(".png"), video)
         print(
@@ -114,12 +108,12 @@ def main(argv: list[str]) -> int:
             out.parent / "captions.jsonl",
             "".join(
                 json.dumps({"video": p.name, "caption": c}) + "\n"
-                for p, c in zip(paths, prompts, strict=True)
+                for p, c in zip(outputs, prompts, strict=True)
             ),
         )
     if args.tokens:
         atomic.write_npz(
-            pathlib.Path(args.tokens),
+            paths.as_path(args.tokens),
             ids=np.asarray(ids, np.int32),
             fps=np.float32(fps),
             prompts=np.asarray(prompts),

@@ -18,7 +18,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
         prog="motionaura train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
-    parser.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, config.json, samples")
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        help="folder or gs://BUCKET/RUN: checkpoints, metrics.jsonl, config.json, samples",
+    )
     parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None)
@@ -37,6 +41,16 @@ def main(argv: list[str]) -> int:
         print(f"motionaura train: config error: {error}", file=sys.stderr)
         return 2
 
+    # The workdir (a folder or gs://BUCKET/RUN) is probed before jax starts: an unreachable bucket fails here in
+    # one line, with nothing written locally, instead of minutes later in a storage client's traceback.
+    from motionaura_jax import paths
+
+    try:
+        paths.probe_workdir(args.workdir)
+    except paths.WorkdirError as error:
+        print(f"motionaura train: {error}", file=sys.stderr)
+        return 2
+
     from motionaura_jax.parallel import distributed
     from motionaura_jax.train import loop
     from motionaura_jax.train.logging import setup_logging
@@ -50,6 +64,9 @@ def main(argv: list[str]) -> int:
     except loop.NonFiniteLossError as error:
         print(f"motionaura train: {error}", file=sys.stderr)
         return 1
+    except paths.WorkdirError as error:
+        print(f"motionaura train: {error}", file=sys.stderr)
+        return 2
     print(
         f"done: step {result.step}"
         + (" (preempted)" if result.preempted else "")

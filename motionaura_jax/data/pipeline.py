@@ -1,7 +1,8 @@
 """Host-local batches from any video source through grain, sharded per process and exactly resumable.
 
 Every stage selects its data the same way: `data.source` in {"synthetic", "folder", "tfds"}, `data.path`,
-`data.frames`, `data.size`, `data.fps` (+ source extras, see `DEFAULTS`). The stream is
+`data.frames`, `data.size`, `data.fps` (+ source extras; every key and its default: configs/data.py). The
+stream is
 
   range(N) -> seeded shuffle (reshuffled each epoch) -> repeat -> tag with the global stream position
   -> process p keeps positions p, p+P, p+2P, ...   (disjoint shards that together cover every epoch)
@@ -24,37 +25,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "folder", "tfds")
-# Extras per source (read with .get, so configs may leave them out).
-DEFAULTS: dict[str, Any] = {
-    "source": "synthetic",
-    "path": "",
-    "frames": 17,
-    "size": 64,
-    "fps": 0.0,  # synthetic: 0 draws an FPS per clip; folder: 0 keeps each video's own; tfds: ignored
-    "num_objects": 1,  # synthetic
-    "split_seed": 0,  # synthetic: the generator's seed (the shuffle uses the `seed` argument)
-    "noise_std": 0.0,  # synthetic
-    "num_clips": 0,  # synthetic: clips per epoch (0: the split's default)
-    "random_crop": True,  # folder/tfds, train split only: random clip start and crop
-    "flip": False,  # folder/tfds, train split only: random horizontal flip (wrong for left/right captions)
-    "with_masks": True,  # synthetic/tfds: also return "masks" (B,T,H,W) bool and "sketch" (B,H,W) uint8
-    "read_threads": 2,  # background decode threads per process (0: decode on next())
-    "prefetch": 8,  # elements decoded ahead per process
-    "worker_count": 0,  # grain worker processes (0: threads only; >0 needs an `if __name__ == "__main__"`)
-}
-
-
-def data_config(**overrides: Any) -> ml_collections.ConfigDict:
-    """Every data key with its default, so any stage's `--config.data.KEY=...` reaches the pipeline."""
-    unknown = sorted(set(overrides) - set(DEFAULTS))
-    if unknown:
-        raise KeyError(f"unknown data keys {unknown}; known: {sorted(DEFAULTS)}")
-    return ml_collections.ConfigDict({**DEFAULTS, **overrides})
-
-
-def _get(data_cfg, key: str):
-    value = data_cfg.get(key, DEFAULTS[key]) if hasattr(data_cfg, "get") else getattr(data_cfg, key)
-    return DEFAULTS[key] if value is None else value
 
 
 def to_model_range(video_u8: np.ndarray) -> np.ndarray:
@@ -79,18 +49,18 @@ class _SyntheticSource(_Source):
     def __init__(self, data_cfg, split: str):
         from motionaura_jax.data.synthetic import MovingShapes
 
-        fps = float(_get(data_cfg, "fps")) or None
+        fps = float(data_cfg.fps) or None
         self.shapes = MovingShapes(
-            frames=int(_get(data_cfg, "frames")),
-            size=int(_get(data_cfg, "size")),
-            num_objects=int(_get(data_cfg, "num_objects")),
+            frames=int(data_cfg.frames),
+            size=int(data_cfg.size),
+            num_objects=int(data_cfg.num_objects),
             split=split,
-            seed=int(_get(data_cfg, "split_seed")),
-            num_clips=int(_get(data_cfg, "num_clips")) or None,
+            seed=int(data_cfg.split_seed),
+            num_clips=int(data_cfg.num_clips) or None,
             fps=fps,
-            noise_std=float(_get(data_cfg, "noise_std")),
+            noise_std=float(data_cfg.noise_std),
         )
-        self.with_masks = bool(_get(data_cfg, "with_masks"))
+        self.with_masks = bool(data_cfg.with_masks)
 
     def __len__(self):
         return len(self.shapes)
@@ -107,19 +77,19 @@ class _FolderSource(_Source):
     def __init__(self, data_cfg, split: str, seed: int):
         from motionaura_jax.data.video_folder import VideoFolder
 
-        if not _get(data_cfg, "path"):
+        if not data_cfg.path:
             raise ValueError(
                 "data.source='folder' needs data.path (a folder of videos): "
                 "--config.data.path=/path/to/videos"
             )
         train = split == "train"
         self.folder = VideoFolder(
-            _get(data_cfg, "path"),
-            frames=int(_get(data_cfg, "frames")),
-            size=int(_get(data_cfg, "size")),
-            fps=float(_get(data_cfg, "fps")) or None,
-            random_crop=train and bool(_get(data_cfg, "random_crop")),
-            flip=train and bool(_get(data_cfg, "flip")),
+            data_cfg.path,
+            frames=int(data_cfg.frames),
+            size=int(data_cfg.size),
+            fps=float(data_cfg.fps) or None,
+            random_crop=train and bool(data_cfg.random_crop),
+            flip=train and bool(data_cfg.flip),
             seed=seed,
         )
 
@@ -138,16 +108,16 @@ class _TfdsSource(_Source):
     def __init__(self, data_cfg, split: str, seed: int):
         from motionaura_jax.data import tfds_builder
 
-        if not _get(data_cfg, "path"):
+        if not data_cfg.path:
             raise ValueError(
                 "data.source='tfds' needs data.path (a folder written by `motionaura data build`)"
             )
-        self.records = tfds_builder.open_split(_get(data_cfg, "path"), split)
-        self.frames, self.size = int(_get(data_cfg, "frames")), int(_get(data_cfg, "size"))
+        self.records = tfds_builder.open_split(data_cfg.path, split)
+        self.frames, self.size = int(data_cfg.frames), int(data_cfg.size)
         self.train = split == "train"
-        self.random_crop = self.train and bool(_get(data_cfg, "random_crop"))
-        self.flip = self.train and bool(_get(data_cfg, "flip"))
-        self.with_masks = bool(_get(data_cfg, "with_masks"))
+        self.random_crop = self.train and bool(data_cfg.random_crop)
+        self.flip = self.train and bool(data_cfg.flip)
+        self.with_masks = bool(data_cfg.with_masks)
         self.seed = seed
 
     def __len__(self):
@@ -189,7 +159,7 @@ class _TfdsSource(_Source):
 
 
 def make_source(data_cfg, *, split: str, seed: int = 0) -> _Source:
-    source = _get(data_cfg, "source")
+    source = data_cfg.source
     if source == "synthetic":
         return _SyntheticSource(data_cfg, split)
     if source == "folder":
@@ -297,7 +267,7 @@ def make_host_iterator(
     source = make_source(data_cfg, split=split, seed=seed)
     n = len(source)
     if n == 0:
-        raise ValueError(f"data split {split!r} of source {_get(data_cfg, 'source')!r} is empty")
+        raise ValueError(f"data split {split!r} of source {data_cfg.source!r} is empty")
     shuffle = (split == "train") if shuffle is None else shuffle
     ds = grain.MapDataset.range(n)
     if shuffle:
@@ -306,14 +276,14 @@ def make_host_iterator(
     ds = ds.map_with_index(_tag_with_position)
     ds = ds[process_index::process_count]
     ds = ds.map(_LoadClip(source))
-    threads, prefetch = int(_get(data_cfg, "read_threads")), int(_get(data_cfg, "prefetch"))
+    threads, prefetch = int(data_cfg.read_threads), int(data_cfg.prefetch)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(prefetch, 1)))
     it_ds = it_ds.batch(batch_size, drop_remainder=drop_remainder)
-    workers = int(_get(data_cfg, "worker_count"))
+    workers = int(data_cfg.worker_count)
     if workers > 0:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     description = (
-        f"source={_get(data_cfg, 'source')}, split={split}, clips/epoch={n}, batch={batch_size}, "
+        f"source={data_cfg.source}, split={split}, clips/epoch={n}, batch={batch_size}, "
         f"process {process_index}/{process_count}"
     )
     return HostIterator(it_ds, source, description)

@@ -1,7 +1,10 @@
 """Text-to-video data: clips as code ids of the frozen tokenizer, captions as frozen text embeddings.
 
-    build_token_cache("runs/cache", tokenizer_workdir="runs/vae", data_cfg=config.data, text_encoder="minilm")
-    cache = TokenCache("runs/cache"); it = TokenCacheIterator(cache, batch_size=8, seed=0)
+    build_token_cache("runs/cache", encode_video=tokenizer.encode, encode_text=encode, num_codes=K,
+                      identity={"tokenizer_workdir": ...}, data_cfg=config.data)
+    cache = TokenCache("runs/cache"); it = TokenCacheIterator(cache, global_batch=8, seed=0)
+
+The data layer knows no model: the stage that needs a cache (train/t2v.py) hands in the frozen encoders.
 
 Layout of a cache folder:
   spec.json           what it was built from (tokenizer run and step, data config, split, text encoder); a
@@ -16,15 +19,16 @@ shard. Captions are stored once per shard (Moving Shapes has 84 distinct caption
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from etils import epath
 
-from motionaura_jax import atomic
+from motionaura_jax import atomic, paths
 
 SPEC_FILE, META_FILE = "spec.json", "meta.json"
 VERSION = 1
@@ -34,70 +38,64 @@ class TokenCacheError(ValueError):
     """A cache that cannot be built or read as asked; the message names the folder and the fix."""
 
 
-def _write_json(path: pathlib.Path, value: dict) -> None:
+def _write_json(path: epath.Path, value: dict) -> None:
     atomic.write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
-def shard_path(folder: pathlib.Path, shard: int) -> pathlib.Path:
+def shard_path(folder: epath.Path, shard: int) -> epath.Path:
     return folder / f"shard_{shard:05d}.npz"
 
 
 def is_complete(folder: str | os.PathLike) -> bool:
-    return (pathlib.Path(folder) / META_FILE).is_file()
+    return (paths.as_path(folder) / META_FILE).exists()
 
 
-def _tokenizer_encoder(tokenizer_workdir: str | os.PathLike):
-    """(encode(video_bthwc float32 in [-1,1]) -> ids, tokenizer config, checkpoint step) of a trained run."""
-    import jax
+@contextlib.contextmanager
+def _open_npz(path: epath.Path) -> Iterator[Any]:
+    """np.load of a local or remote (gs://...) .npz; no pickles."""
+    with path.open("rb") as raw, np.load(raw, allow_pickle=False) as data:
+        yield data
 
-    from motionaura_jax.models.vqvae import VQVAE
-    from motionaura_jax.train.checkpoint import Checkpointer
-    from motionaura_jax.train.loop import restore_state
 
-    config, state, _ = restore_state(tokenizer_workdir)
-    with Checkpointer(pathlib.Path(tokenizer_workdir) / "checkpoints") as checkpointer:
-        step = checkpointer.latest_step() if hasattr(checkpointer, "latest_step") else None
-    model = VQVAE(config.model)
-    variables = {"params": state.params, "vq": state.vq}
-    encode = jax.jit(lambda v, x: model.apply(v, x, method="encode")[1].ids)
-    return (lambda x: np.asarray(encode(variables, x), np.int32)), config, step
+VideoEncoder = Callable[[np.ndarray], np.ndarray]
+TextEncoder = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 
 
 def build_token_cache(
     out_dir: str | os.PathLike,
     *,
-    tokenizer_workdir: str | os.PathLike,
+    encode_video: VideoEncoder,
+    encode_text: TextEncoder,
+    num_codes: int,
+    identity: dict[str, Any],
     data_cfg,
     split: str = "train",
     num_clips: int = 0,
     shard_size: int = 256,
     batch_size: int = 16,
-    text_encoder: str = "minilm",
-    text_model_dir: str | None = None,
-    text_max_length: int | None = None,
-    text_cache_dir: str | None = None,
     progress: bool = True,
-) -> pathlib.Path:
-    """Encodes `split` of the data (the first `num_clips`, 0: all) with the frozen tokenizer and text encoder.
+) -> epath.Path:
+    """Encodes `split` of the data (the first `num_clips`, 0: all) with the given frozen encoders.
 
+    encode_video: float32 clips (batch_size, T, H, W, 3) in [-1, 1] -> int code ids (batch_size, T', H', W').
+    encode_text: captions -> (embeddings (n, L, D), mask (n, L)).
+    num_codes: the tokenizer's vocabulary K; identity: what the encoders are (tokenizer run and step, text
+    encoder and its settings), recorded in spec.json so that a rebuild with other encoders refuses to mix.
     Resumable: shards already on disk are kept. Returns the folder.
     """
     from motionaura_jax.data.pipeline import make_source, to_model_range
-    from motionaura_jax.models.text.encode import encode_text
 
-    out = pathlib.Path(out_dir)
+    out = paths.as_path(out_dir)
     source = make_source(data_cfg, split=split, seed=0)
     total = len(source) if not num_clips else min(int(num_clips), len(source))
     if total <= 0:
         raise TokenCacheError(f"token cache {out}: split {split!r} of the data has no clips")
     if shard_size < 1 or batch_size < 1:
         raise TokenCacheError(f"token cache {out}: shard_size and batch_size must be >= 1")
-    encode_video, tok_config, tok_step = _tokenizer_encoder(tokenizer_workdir)
     spec = {
         "version": VERSION,
-        "tokenizer_workdir": str(pathlib.Path(tokenizer_workdir).resolve()),
-        "tokenizer_step": tok_step,
-        "num_codes": int(tok_config.model.quantizer.num_codes),
+        **identity,
+        "num_codes": int(num_codes),
         "data": {
             k: v
             for k, v in sorted(dict(data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else data_cfg).items())
@@ -106,12 +104,9 @@ def build_token_cache(
         "split": split,
         "num_clips": total,
         "shard_size": int(shard_size),
-        "text_encoder": text_encoder,
-        "text_model_dir": str(text_model_dir or ""),
-        "text_max_length": int(text_max_length or 0),
     }
     spec_file = out / SPEC_FILE
-    if spec_file.is_file():
+    if spec_file.exists():
         old = json.loads(spec_file.read_text())
         changed = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
         if changed:
@@ -121,6 +116,7 @@ def build_token_cache(
                 "delete the folder or choose another path"
             )
     else:
+        paths.mkdir(out)
         _write_json(spec_file, spec)
 
     num_shards = -(-total // shard_size)
@@ -133,9 +129,9 @@ def build_token_cache(
     for shard in range(num_shards):
         start, stop = shard * shard_size, min(total, (shard + 1) * shard_size)
         path = shard_path(out, shard)
-        if path.is_file():
+        if path.exists():
             if grid is None:
-                with np.load(path) as f:
+                with _open_npz(path) as f:
                     grid = tuple(int(g) for g in f["ids"].shape[1:])
             if bar is not None:
                 bar.update(stop - start)
@@ -147,19 +143,13 @@ def build_token_cache(
             video = np.stack([to_model_range(c["video"]) for c in clips])
             if len(clips) < batch_size:  # pad to one shape: one compile for the whole build
                 video = np.concatenate([video, np.repeat(video[-1:], batch_size - len(clips), axis=0)])
-            ids.append(encode_video(video)[: len(clips)])
+            ids.append(np.asarray(encode_video(video))[: len(clips)])
             fps.extend(float(c["fps"]) for c in clips)
             captions.extend(str(c["caption"]) for c in clips)
             if bar is not None:
                 bar.update(len(clips))
         table = sorted(set(captions))
-        text, text_mask = encode_text(
-            table,
-            encoder=text_encoder,
-            model_dir=text_model_dir,
-            max_length=text_max_length,
-            cache_dir=text_cache_dir,
-        )
+        text, text_mask = encode_text(table)
         position = {c: i for i, c in enumerate(table)}
         ids_n = np.concatenate(ids)
         grid = tuple(int(g) for g in ids_n.shape[1:])
@@ -175,7 +165,7 @@ def build_token_cache(
         )
     if bar is not None:
         bar.close()
-    with np.load(shard_path(out, 0)) as f:
+    with _open_npz(shard_path(out, 0)) as f:
         text_len, text_dim = (int(d) for d in f["text"].shape[1:])
     _write_json(
         out / META_FILE,
@@ -196,16 +186,16 @@ class TokenCache:
     """A finished cache, loaded into host memory (ids are small: 5·8·8 int32 per 17-frame 32² clip)."""
 
     def __init__(self, folder: str | os.PathLike):
-        self.folder = pathlib.Path(folder)
+        self.folder = paths.as_path(folder)
         if not is_complete(self.folder):
             raise TokenCacheError(
                 f"{self.folder} is not a finished token cache (no {META_FILE}); build it with "
-                "motionaura_jax.data.token_cache.build_token_cache (resumes where it stopped)"
+                "motionaura train on a t2v config, which builds it (resumes where it stopped)"
             )
         self.meta = json.loads((self.folder / META_FILE).read_text())
         ids, fps, index, caption_index, captions, texts, masks = [], [], [], [], [], [], []
         for shard in range(int(self.meta["num_shards"])):
-            with np.load(shard_path(self.folder, shard)) as f:
+            with _open_npz(shard_path(self.folder, shard)) as f:
                 ids.append(f["ids"])
                 fps.append(f["fps"])
                 index.append(f["index"])

@@ -22,7 +22,9 @@ import threading
 import warnings
 
 import numpy as np
+from etils import epath
 
+from motionaura_jax import paths
 from motionaura_jax.atomic import atomic_path
 
 # ffmpeg runs through subprocess; with `_fork_safe_spawn` below its fork is followed at once by exec in C
@@ -348,13 +350,14 @@ def write_video(
     *,
     lossless: bool = False,
     quality: float = 8.0,
-) -> pathlib.Path:
-    """Writes MP4/WebM/AVI/MKV (ffmpeg) or GIF (Pillow), chosen by the suffix. Atomic.
+) -> pathlib.Path | epath.Path:
+    """Writes MP4/WebM/AVI/MKV (ffmpeg) or GIF (Pillow), chosen by the suffix, to a local path or a URL
+    (gs://...). Atomic.
 
     lossless=True (MKV/MP4 only) encodes RGB exactly with libx264rgb at crf 0 (most players cannot show it;
     it is for storage). Odd frame sizes are padded by one pixel for yuv420p codecs.
     """
-    path = pathlib.Path(path)
+    path = paths.as_path(path)
     suffix = path.suffix.lower()
     frames = to_uint8(video)
     if fps <= 0:
@@ -376,7 +379,7 @@ def write_video(
             _write_ffmpeg(tmp, frames, fps, suffix, lossless, quality)
         else:
             raise ValueError(f"write_video {path}: unknown suffix {suffix!r}; use one of {VIDEO_EXTENSIONS}")
-    return path
+    return paths.native(path)
 
 
 def _write_ffmpeg(
@@ -445,19 +448,21 @@ def contact_sheet(
     return sheet
 
 
-def write_contact_sheet(path: str | os.PathLike, video: np.ndarray, **kwargs) -> pathlib.Path:
-    """A PNG of the frames in a grid (see `contact_sheet`). Atomic."""
+def write_contact_sheet(path: str | os.PathLike, video: np.ndarray, **kwargs) -> pathlib.Path | epath.Path:
+    """A PNG of the frames in a grid (see `contact_sheet`), to a local path or a URL. Atomic."""
     from PIL import Image
 
-    path = pathlib.Path(path)
+    path = paths.as_path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(contact_sheet(video, **kwargs)).save(tmp, format="PNG")
-    return path
+    return paths.native(path)
 
 
-def write_examples(stem: str | os.PathLike, video: np.ndarray, fps: float = 8.0) -> dict[str, pathlib.Path]:
-    """STEM.mp4, STEM.gif and STEM.png (contact sheet) for one clip; returns the paths by kind."""
-    stem = pathlib.Path(stem)
+def write_examples(
+    stem: str | os.PathLike, video: np.ndarray, fps: float = 8.0
+) -> dict[str, pathlib.Path | epath.Path]:
+    """STEM.mp4, STEM.gif and STEM.png (contact sheet) for one clip, local or at a URL; the paths by kind."""
+    stem = paths.as_path(stem)
     return {
         "mp4": write_video(stem.with_name(stem.name + ".mp4"), video, fps),
         "gif": write_video(stem.with_name(stem.name + ".gif"), video, fps),

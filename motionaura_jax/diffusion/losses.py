@@ -174,9 +174,9 @@ def diffusion_losses(
     t_b: jax.Array,
     diffusion_cfg,
 ) -> dict[str, jax.Array]:
-    """Dispatches on `diffusion_cfg.objective` ("vlb" default, or "masked_ce") with the config's weights."""
-    get = diffusion_cfg.get
-    objective = get("objective", "vlb")
+    """Dispatches on `diffusion_cfg.objective` ("vlb" or "masked_ce") with the config's weights (configs/t2v.py)."""
+    c = diffusion_cfg
+    objective = c.objective
     if objective == "vlb":
         return vlb_losses(
             schedule,
@@ -184,13 +184,13 @@ def diffusion_losses(
             x0,
             z_t,
             t_b,
-            aux_weight=get("aux_weight", 5e-4),
-            aux_positions=get("aux_positions", "corrupted"),
-            adaptive_aux=get("adaptive_aux", True),
-            mask_weight=tuple(get("mask_weight", (1.0, 1.0))),
+            aux_weight=c.aux_weight,
+            aux_positions=c.aux_positions,
+            adaptive_aux=c.adaptive_aux,
+            mask_weight=tuple(c.mask_weight),
         )
     if objective == "masked_ce":
-        return masked_ce_losses(schedule, logits, x0, z_t, t_b, weighting=get("ce_weighting", "elbo"))
+        return masked_ce_losses(schedule, logits, x0, z_t, t_b, weighting=c.ce_weighting)
     raise ValueError(f"diffusion.objective {objective!r} is not one of {OBJECTIVES}")
 
 

@@ -180,15 +180,15 @@ def make_schedule(
 
 def schedule_from_config(diffusion_cfg, num_codes: int) -> DiscreteSchedule:
     """`config.diffusion` (num_timesteps, kind, alpha_cum_*, gamma_cum_*) → schedule over num_codes codes."""
-    get = diffusion_cfg.get
+    c = diffusion_cfg
     return make_schedule(
         num_codes,
-        get("num_timesteps", 100),
-        kind=get("kind", "mask_and_replace"),
-        alpha_cum_start=get("alpha_cum_start", 0.99999),
-        alpha_cum_end=get("alpha_cum_end", 0.000009),
-        gamma_cum_start=get("gamma_cum_start", 0.000009),
-        gamma_cum_end=get("gamma_cum_end", 0.99999),
+        c.num_timesteps,
+        kind=c.kind,
+        alpha_cum_start=c.alpha_cum_start,
+        alpha_cum_end=c.alpha_cum_end,
+        gamma_cum_start=c.gamma_cum_start,
+        gamma_cum_end=c.gamma_cum_end,
     )
 
 

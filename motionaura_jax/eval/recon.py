@@ -1,6 +1,4 @@
-"""`motionaura eval recon --ckpt=DIR [--out=metrics.json] [--num_clips=N] [--config.key=value ...]`
-
-Tokenizer reconstruction on held-out clips: encode -> quantize -> decode each clip and report
+"""Tokenizer reconstruction on held-out clips: encode -> quantize -> decode each clip and report
   psnr, ssim (per frame, averaged; eval/image_metrics.py),
   temporal_l1 (mean |(y_t - y_{t-1}) - (x_t - x_{t-1})| of reconstruction y and clip x: flicker / motion
   error, lower is better),
@@ -17,9 +15,7 @@ combinations); point it elsewhere with e.g. `--config.data.source=folder --confi
 
 from __future__ import annotations
 
-import argparse
-import pathlib
-import sys
+import os
 from typing import Any
 
 import jax
@@ -90,7 +86,7 @@ def evaluate(
     k = int(config.model.quantizer.num_codes)
     counts = np.zeros(k, np.int64)
     psnr, ssim, tl1, colours = [], [], [], []
-    judge = config.data.source == "synthetic" and bool(config.eval.get("judge_colours", True))
+    judge = config.data.source == "synthetic" and bool(config.eval.judge_colours)
     if judge:
         from motionaura_jax.eval.judge import judge_and_score
     bar = tqdm(total=num_clips, desc="eval recon", leave=False, disable=num_clips <= batch_size)
@@ -145,7 +141,7 @@ def contact_sheet(videos: list[np.ndarray], frames: int = 6) -> np.ndarray:
 
 
 def write_contact_sheet(
-    model, variables: dict, config: ml_collections.ConfigDict, path: pathlib.Path
+    model, variables: dict, config: ml_collections.ConfigDict, path: str | os.PathLike
 ) -> None:
     """PNG: for each of `eval.contact_sheet_clips` held-out clips, a row of originals then a row of
     reconstructions."""
@@ -163,43 +159,11 @@ def write_contact_sheet(
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def main(argv: list[str]) -> int:
-    from motionaura_jax import config as config_lib
-
-    rest, overrides = config_lib.split_overrides(argv)
-    parser = argparse.ArgumentParser(
-        prog="motionaura eval recon",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--ckpt", required=True, help="the tokenizer's training workdir")
-    parser.add_argument("--out", default="", help="metrics JSON (default: CKPT/eval_recon.json)")
-    parser.add_argument(
-        "--num_clips", type=int, default=0, help="clips to evaluate (default: eval.num_clips)"
-    )
-    parser.add_argument("--sheet", default="", help="also write a contact sheet PNG here")
-    args = parser.parse_args(rest)
-
+def protocol(config: ml_collections.ConfigDict, details: dict[str, Any]) -> dict[str, Any]:
+    """How the numbers of `evaluate` were taken, for the report next to them."""
     from motionaura_jax.eval import lpips as lpips_lib
-    from motionaura_jax.eval.report import write_report
-    from motionaura_jax.models.vqvae import VQVAE
-    from motionaura_jax.train.loop import restore_state
 
-    try:
-        config, state, _ = restore_state(args.ckpt, overrides=dict(overrides))
-    except (FileNotFoundError, config_lib.ConfigError) as error:
-        print(f"motionaura eval recon: {error}", file=sys.stderr)
-        return 2
-    if config.task != "vae":
-        print(
-            f"motionaura eval recon: {args.ckpt} holds a {config.task!r} run, not a tokenizer (task 'vae')",
-            file=sys.stderr,
-        )
-        return 2
-    model = VQVAE(config.model)
-    variables = {"params": state.params, "vq": state.vq}
-    metrics, details = evaluate(model, variables, config, args.num_clips or None)
-    protocol = {
+    return {
         "data": {k: config.data[k] for k in ("source", "path", "frames", "size") if k in config.data},
         "split": details["split"],
         "psnr": "per frame over [-1, 1] (data_range 2), averaged over frames then clips",
@@ -208,12 +172,3 @@ def main(argv: list[str]) -> int:
         "codebook": f"{details['codes_used']} of {details['num_codes']} codes used over all evaluated clips",
         "lpips": lpips_lib.protocol(None)["reason"],
     }
-    out = args.out or str(pathlib.Path(args.ckpt) / "eval_recon.json")
-    json_path, md_path = write_report(
-        out, metrics, protocol, title="Tokenizer reconstruction", details=details
-    )
-    if args.sheet:
-        write_contact_sheet(model, variables, config, pathlib.Path(args.sheet))
-    print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
-    print(f"wrote {json_path} and {md_path}")
-    return 0

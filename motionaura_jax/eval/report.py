@@ -1,7 +1,7 @@
 """Evaluation outputs: `metrics.json` plus a markdown table beside it, both carrying the protocol.
 
 A number without its protocol cannot be compared, so `write_report` refuses to write one without it.
-Both files are written atomically (temp file in the same folder, then os.replace).
+Both files are written atomically (`motionaura_jax.atomic`: temp file + rename, or one object write at a URL).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import os
 import pathlib
 from typing import Any
 
-from motionaura_jax import atomic
+from etils import epath
+
+from motionaura_jax import atomic, paths
 
 
 def _json_safe(value: Any) -> Any:
@@ -69,13 +71,13 @@ def write_report(
     *,
     title: str,
     details: dict[str, Any] | None = None,
-) -> tuple[pathlib.Path, pathlib.Path]:
+) -> tuple[pathlib.Path | epath.Path, pathlib.Path | epath.Path]:
     """Writes `out_path` (JSON: metrics, protocol, details) and the same name with .md; returns both."""
     if not protocol:
         raise ValueError(
             "write_report: a metric needs its protocol (which data, sizes, settings); none given"
         )
-    out_path = pathlib.Path(out_path)
+    out_path = paths.as_path(out_path)  # a local file or a URL (gs://...)
     if out_path.suffix != ".json":
         raise ValueError(f"write_report: the metrics file should end in .json, got {out_path}")
     record = {
@@ -85,7 +87,6 @@ def write_report(
     }
     if details:
         record["details"] = details
-    atomic.write_text(out_path, json.dumps(_json_safe(record), indent=2) + "\n")
-    md_path = out_path.with_suffix(".md")
-    atomic.write_text(md_path, markdown_table(metrics, protocol, title))
-    return out_path, md_path
+    json_path = atomic.write_text(out_path, json.dumps(_json_safe(record), indent=2) + "\n")
+    md_path = atomic.write_text(out_path.with_suffix(".md"), markdown_table(metrics, protocol, title))
+    return json_path, md_path

@@ -1,9 +1,11 @@
 """Attention building blocks of the spectral denoiser: multi-head (self/cross) attention with QK-LayerNorm and
 RoPE (1D or 3D over (t, h, w)), AdaLN-Zero modulation, sinusoidal timestep/FPS embeddings, the GELU FFN.
 
-Parameters are float32 and carry logical axis names; compute runs in the module's `dtype` (bf16 on TPU), with
-norms, softmax and rotary phases in float32. Token activations are constrained as
-("act_batch", "act_len", "act_embed"); per-head ones as ("act_batch", "act_len", "act_heads", None).
+Parameters follow `layers.py`'s convention (float32, logical axis names) with DiT's initialisers: every
+linear layer xavier-uniform (`TRANSFORMER_KERNEL_INIT`), AdaLN-Zero's modulation and optionally the attention
+output zero. Compute runs in the module's `dtype` (bf16 on TPU), with norms, softmax and rotary phases in
+float32. Token activations are constrained as ("act_batch", "act_len", "act_embed"); per-head ones as
+("act_batch", "act_len", "act_heads", None).
 """
 
 from __future__ import annotations
@@ -16,53 +18,14 @@ import jax
 import jax.numpy as jnp
 
 from motionaura_jax.models import spectral
+from motionaura_jax.models.layers import dense, layer_norm, partitioned
 from motionaura_jax.parallel.sharding import constrain
 
 Dtype = Any
 TOKENS = ("act_batch", "act_len", "act_embed")
 HEADS = ("act_batch", "act_len", "act_heads", None)
-
-
-def dtype_from_name(name: str | Dtype) -> jnp.dtype:
-    """ "bfloat16" / "float32" / a dtype -> jnp.dtype, with a clear error for anything else."""
-    try:
-        dtype = jnp.dtype(name)
-    except TypeError as err:
-        raise ValueError(f"unknown dtype {name!r}; use bfloat16 or float32") from err
-    if dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32), jnp.dtype(jnp.float16)):
-        raise ValueError(f"compute dtype {name!r} is not a float type; use bfloat16 or float32")
-    return dtype
-
-
-def partitioned(init, names: tuple[str | None, ...]):
-    return nn.with_logical_partitioning(init, names)
-
-
-def layer_norm(name: str, *, affine: bool = True) -> nn.LayerNorm:
-    """LayerNorm computed in float32 (the caller casts back); `affine=False` for AdaLN-modulated norms."""
-    return nn.LayerNorm(
-        epsilon=1e-6,
-        dtype=jnp.float32,
-        use_scale=affine,
-        use_bias=affine,
-        scale_init=partitioned(nn.initializers.ones, ("norm",)),
-        bias_init=partitioned(nn.initializers.zeros, ("norm",)),
-        name=name,
-    )
-
-
-def dense(
-    features: int, names: tuple[str | None, str | None], name: str, dtype: Dtype, *, zero_init: bool = False
-) -> nn.Dense:
-    kernel_init = nn.initializers.zeros if zero_init else nn.initializers.xavier_uniform()
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=partitioned(kernel_init, names),
-        bias_init=partitioned(nn.initializers.zeros, (names[1],)),
-        name=name,
-    )
+# DiT initialises every linear layer of the transformer xavier-uniform.
+TRANSFORMER_KERNEL_INIT = nn.initializers.xavier_uniform()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -90,10 +53,20 @@ class ConditionEmbedding(nn.Module):
     @nn.compact
     def __call__(self, t_b: jax.Array, fps_b: jax.Array) -> jax.Array:
         def mlp(x_b, prefix):
-            h = dense(self.width, (None, "embed"), f"{prefix}_in", self.dtype)(
-                sinusoidal_embedding(x_b, self.freq_dim).astype(self.dtype)
-            )
-            return dense(self.width, ("mlp", "embed"), f"{prefix}_out", self.dtype)(nn.silu(h))
+            h = dense(
+                self.width,
+                (None, "embed"),
+                f"{prefix}_in",
+                dtype=self.dtype,
+                kernel_init=TRANSFORMER_KERNEL_INIT,
+            )(sinusoidal_embedding(x_b, self.freq_dim).astype(self.dtype))
+            return dense(
+                self.width,
+                ("mlp", "embed"),
+                f"{prefix}_out",
+                dtype=self.dtype,
+                kernel_init=TRANSFORMER_KERNEL_INIT,
+            )(nn.silu(h))
 
         return mlp(t_b, "time") + mlp(fps_b, "fps")
 
@@ -216,7 +189,7 @@ class MultiHeadAttention(nn.Module):
                 (self.num_heads, self.head_dim),
                 dtype=self.dtype,
                 param_dtype=jnp.float32,
-                kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "heads", "kv")),
+                kernel_init=partitioned(TRANSFORMER_KERNEL_INIT, ("embed", "heads", "kv")),
                 bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")),
                 name=name,
             )
@@ -236,7 +209,7 @@ class MultiHeadAttention(nn.Module):
         else:
             out = dot_product_attention(q, k, v, key_mask_bs)
         out = constrain(out, HEADS)
-        out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.xavier_uniform()
+        out_init = nn.initializers.zeros if self.zero_init_out else TRANSFORMER_KERNEL_INIT
         out = nn.DenseGeneral(
             width,
             axis=(-2, -1),
@@ -267,9 +240,13 @@ class AdaLNZero(nn.Module):
     @nn.compact
     def __call__(self, c_bd: jax.Array) -> list[jax.Array]:
         width = c_bd.shape[-1]
-        mod = dense(self.num_chunks * width, ("embed", "mlp"), "modulation", self.dtype, zero_init=True)(
-            nn.silu(c_bd)
-        )
+        mod = dense(
+            self.num_chunks * width,
+            ("embed", "mlp"),
+            "modulation",
+            dtype=self.dtype,
+            kernel_init=nn.initializers.zeros,
+        )(nn.silu(c_bd))
         return [m[:, None, :] for m in jnp.split(mod, self.num_chunks, axis=-1)]
 
 
@@ -283,7 +260,16 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x_bld: jax.Array, *, deterministic: bool = True) -> jax.Array:
         width = x_bld.shape[-1]
-        hidden = dense(int(self.mlp_ratio * width), ("embed", "mlp"), "fc_in", self.dtype)(x_bld)
+        hidden = dense(
+            int(self.mlp_ratio * width),
+            ("embed", "mlp"),
+            "fc_in",
+            dtype=self.dtype,
+            kernel_init=TRANSFORMER_KERNEL_INIT,
+        )(x_bld)
         hidden = constrain(nn.gelu(hidden), ("act_batch", "act_len", "act_mlp"))
         hidden = nn.Dropout(self.dropout)(hidden, deterministic=deterministic)
-        return constrain(dense(width, ("mlp", "embed"), "fc_out", self.dtype)(hidden), TOKENS)
+        out = dense(width, ("mlp", "embed"), "fc_out", dtype=self.dtype, kernel_init=TRANSFORMER_KERNEL_INIT)(
+            hidden
+        )
+        return constrain(out, TOKENS)

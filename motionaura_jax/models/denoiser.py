@@ -23,7 +23,6 @@ compute runs in `dtype` with float32 parameters.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from motionaura_jax.models import attention as attn
-from motionaura_jax.models import spectral
+from motionaura_jax.models import layers, spectral
 from motionaura_jax.parallel.sharding import constrain
 
 REQUIRED_FIELDS = (
@@ -42,64 +41,28 @@ REQUIRED_FIELDS = (
     "mlp_ratio",
     "text_dim",
     "spectral_mode",
+    "cross_fft",
+    "qkv_fft2_impl",
     "rope",
+    "rope_theta",
+    "qk_norm",
     "remat",
     "scan_layers",
     "dtype",
     "dropout",
 )
 
-# width, depth, heads (head_dim 64 except tiny). S follows paper_notes §4.3; B and L are our choices within
-# the range the notes give (L: D 1920-3072, 30-42 layers): L is ~5.9B parameters on T5-XXL text.
-SIZES = {
-    "tiny": (32, 2, 4),
-    "S": (1024, 24, 16),
-    "B": (1536, 28, 24),
-    "L": (2560, 40, 40),
-}
-
-
-def denoiser_config(size: str = "S", **overrides: Any) -> ml_collections.ConfigDict:
-    """The denoiser config of one size ("tiny", "S", "B", "L"); keyword overrides replace fields."""
-    if size not in SIZES:
-        raise ValueError(f"unknown denoiser size {size!r}; use one of {', '.join(SIZES)}")
-    width, depth, heads = SIZES[size]
-    big = size != "tiny"
-    config = ml_collections.ConfigDict(
-        {
-            "vocab_size": 16384 if big else 16,  # K codes; the embedding has K+1 rows ([MASK] = K)
-            "width": width,
-            "depth": depth,
-            "heads": heads,
-            "mlp_ratio": 4.0,
-            "text_dim": 4096 if big else 24,  # T5-XXL width
-            "spectral_mode": "qkv_fft2",
-            "cross_fft": True,  # FFT on the text side of cross-attention (paper, per R3)
-            "qkv_fft2_impl": "rfft",  # "fft2": the formula literally (2x the attention FLOPs), same result
-            "rope": "3d",
-            "rope_theta": 10_000.0,
-            "qk_norm": True,
-            "remat": big,
-            "scan_layers": True,
-            "dtype": "bfloat16" if big else "float32",
-            "dropout": 0.0,
-        }
-    )
-    for key, value in overrides.items():
-        if key not in config:
-            raise ValueError(f"denoiser_config: unknown field {key!r}; fields: {', '.join(config)}")
-        config[key] = value
-    return config
-
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
     missing = [f for f in REQUIRED_FIELDS if f not in config]
     if missing:
-        raise ValueError(f"denoiser config lacks {missing}; start from models.denoiser.denoiser_config(size)")
+        raise ValueError(
+            f"denoiser config lacks {missing}; start from motionaura_jax.configs.t2v.denoiser_config(size)"
+        )
     spectral.check_mode(config.spectral_mode)
     if config.width % config.heads:
         raise ValueError(f"denoiser width {config.width} is not a multiple of heads {config.heads}")
-    attn.dtype_from_name(config.dtype)
+    layers.dtype_from_name(config.dtype)
 
 
 class DenoiserBlock(nn.Module):
@@ -114,7 +77,7 @@ class DenoiserBlock(nn.Module):
         self, x_bld: jax.Array, c_bd: jax.Array, text_bsd: jax.Array, text_mask_bs: jax.Array
     ) -> tuple[jax.Array, None]:
         cfg = self.config
-        dtype = attn.dtype_from_name(cfg.dtype)
+        dtype = layers.dtype_from_name(cfg.dtype)
         mode = cfg.spectral_mode
         head_dim = cfg.width // cfg.heads
         has_mixer = mode in ("fnet_mix", "global_filter")
@@ -123,7 +86,7 @@ class DenoiserBlock(nn.Module):
         dropout = nn.Dropout(cfg.dropout)
 
         def norm(name, x, shift=None, scale=None):
-            y = attn.layer_norm(name, affine=shift is None)(x)
+            y = layers.layer_norm(name, affine=shift is None)(x)
             if shift is not None:
                 y = attn.modulate(y, shift, scale)
             return y.astype(dtype)
@@ -135,12 +98,12 @@ class DenoiserBlock(nn.Module):
             )
             x_bld = x_bld + gate_mix * mixed
 
-        rope = attn.video_rope(cfg.rope, self.grid_thw, head_dim, cfg.get("rope_theta", 10_000.0))
+        rope = attn.video_rope(cfg.rope, self.grid_thw, head_dim, cfg.rope_theta)
         mha = dict(
             num_heads=cfg.heads,
             head_dim=head_dim,
-            qk_norm=cfg.get("qk_norm", True),
-            spectral_impl=cfg.get("qkv_fft2_impl", "rfft"),
+            qk_norm=cfg.qk_norm,
+            spectral_impl=cfg.qkv_fft2_impl,
             dtype=dtype,
         )
         y = attn.MultiHeadAttention(spectral=mode == "qkv_fft2", name="self_attn", **mha)(
@@ -148,7 +111,7 @@ class DenoiserBlock(nn.Module):
         )
         x_bld = x_bld + gate_attn * dropout(y, deterministic=self.deterministic)
 
-        cross_spectral = mode == "qkv_fft2" and cfg.get("cross_fft", True)
+        cross_spectral = mode == "qkv_fft2" and cfg.cross_fft
         y = attn.MultiHeadAttention(spectral=cross_spectral, zero_init_out=True, name="cross_attn", **mha)(
             norm("norm_cross", x_bld), text_bsd, key_mask_bs=text_mask_bs
         )
@@ -200,7 +163,7 @@ class SpectralDenoiser(nn.Module):
         cfg = self.config
         _check_config(cfg)
         self._check_inputs(ids_bthw, t_b, fps_b, text_bld, text_mask_bl)
-        dtype = attn.dtype_from_name(cfg.dtype)
+        dtype = layers.dtype_from_name(cfg.dtype)
         b, t, h, w = ids_bthw.shape
         num_codes, width = cfg.vocab_size, cfg.width
 
@@ -210,16 +173,18 @@ class SpectralDenoiser(nn.Module):
             dtype=dtype,
             param_dtype=jnp.float32,
             name="token_embed",
-            embedding_init=attn.partitioned(nn.initializers.normal(0.02), ("vocab", "embed")),
+            embedding_init=layers.partitioned(nn.initializers.normal(0.02), ("vocab", "embed")),
         )
         x = constrain(embed(ids_bthw.reshape(b, t * h * w)), attn.TOKENS)
 
         keep = text_mask_bl[:, :, None]
-        text = attn.dense(width, ("mlp", "embed"), "text_proj", dtype)(text_bld.astype(dtype))
+        text = layers.dense(
+            width, ("mlp", "embed"), "text_proj", dtype=dtype, kernel_init=attn.TRANSFORMER_KERNEL_INIT
+        )(text_bld.astype(dtype))
         text = jnp.where(keep, text, 0).astype(dtype)
-        if cfg.spectral_mode == "fnet_mix" and cfg.get("cross_fft", True):
+        if cfg.spectral_mode == "fnet_mix" and cfg.cross_fft:
             # Padded tokens are zeroed before the FFT so their values cannot leak into real ones.
-            normed = jnp.where(keep, attn.layer_norm("text_mix_norm")(text), 0).astype(dtype)
+            normed = jnp.where(keep, layers.layer_norm("text_mix_norm")(text), 0).astype(dtype)
             text = text + spectral.fnet_mix(normed)
         text = constrain(text, attn.TOKENS)
 
@@ -243,8 +208,10 @@ class SpectralDenoiser(nn.Module):
             for i in range(cfg.depth):
                 x, _ = block_cls(name=f"block_{i}", **block_kwargs)(x, c, text, text_mask_bl)
 
-        x = attn.layer_norm("final_norm")(x).astype(dtype)
-        logits = attn.dense(num_codes, ("embed", "vocab"), "head", dtype)(x)
+        x = layers.layer_norm("final_norm")(x).astype(dtype)
+        logits = layers.dense(
+            num_codes, ("embed", "vocab"), "head", dtype=dtype, kernel_init=attn.TRANSFORMER_KERNEL_INIT
+        )(x)
         return logits.astype(jnp.float32).reshape(b, t, h, w, num_codes)
 
 

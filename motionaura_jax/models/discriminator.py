@@ -36,12 +36,6 @@ class PatchDiscriminator3D(nn.Module):
         return dense(1, ("conv_in", None), "logits")(h)[..., 0].astype(jnp.float32)
 
 
-def default_disc_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        dict(channels=(32, 64, 128), stem_patch=2, depthwise_impl="shift_add", norm="group", norm_groups=8)
-    )
-
-
 def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
     return jnp.mean(nn.relu(1.0 - real_logits)) + jnp.mean(nn.relu(1.0 + fake_logits))
 

@@ -1,4 +1,10 @@
-"""Building blocks shared by the models: parameter helpers, per-frame norms, causal 3D convolutions.
+"""Building blocks shared by the models: parameter helpers (dense, layer_norm, logical axis names, compute
+dtypes), per-frame norms, causal 3D convolutions. Attention-specific blocks (RoPE, multi-head attention,
+AdaLN-Zero) live in `attention.py`.
+
+Parameter convention, for every model: parameters are float32 and carry logical axis names; a dense kernel is
+initialised `lecun_normal` (Flax's default) unless the caller passes `kernel_init` (the transformer passes
+xavier-uniform, zero-initialised projections pass zeros); biases start at zero; norm scales at one.
 
 Video tensors are channels-last `x_bthwc` (batch, frames, height, width, channels). Everything here is causal
 in time: an output frame never reads a later input frame. Causal layers can run in *streaming* mode: when the
@@ -16,16 +22,37 @@ conv), which is exact as a conv and fast everywhere.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Names = tuple[str | None, ...]
+Dtype = Any
+Initializer = Any  # jax.nn.initializers.Initializer: (key, shape, dtype) -> array
+
+DEFAULT_KERNEL_INIT: Initializer = nn.initializers.lecun_normal()
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Parameter helpers
+
+
+def dtype_from_name(name: str | Dtype) -> jnp.dtype:
+    """ "bfloat16" / "float32" / a dtype -> jnp.dtype, with a clear error for anything else."""
+    try:
+        dtype = jnp.dtype(name)
+    except TypeError as err:
+        raise ValueError(f"unknown dtype {name!r}; use bfloat16 or float32") from err
+    if dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32), jnp.dtype(jnp.float16)):
+        raise ValueError(f"compute dtype {name!r} is not a float type; use bfloat16 or float32")
+    return dtype
+
+
+def partitioned(init: Initializer, names: Names) -> Initializer:
+    """`init` whose parameter carries the logical axis names `names` (one per dimension)."""
+    return nn.with_logical_partitioning(init, names)
 
 
 def dense(
@@ -33,18 +60,34 @@ def dense(
     names: tuple[str | None, str | None],
     name: str,
     *,
+    kernel_init: Initializer = DEFAULT_KERNEL_INIT,
     use_bias: bool = True,
-    kernel_init=None,
-    dtype=None,
+    dtype: Dtype | None = None,
 ) -> nn.Dense:
-    """nn.Dense whose kernel (and bias) carry logical axis names."""
+    """nn.Dense with float32 parameters named `names` = (input axis, output axis); `dtype` is the compute
+    dtype (None: the input's). Kernel `kernel_init` (lecun_normal unless given), bias zeros."""
     return nn.Dense(
         features,
         use_bias=use_bias,
         name=name,
         dtype=dtype,
-        kernel_init=nn.with_logical_partitioning(kernel_init or nn.initializers.lecun_normal(), names),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[1],)),
+        param_dtype=jnp.float32,
+        kernel_init=partitioned(kernel_init, names),
+        bias_init=partitioned(nn.initializers.zeros, (names[1],)),
+    )
+
+
+def layer_norm(name: str, *, affine: bool = True) -> nn.LayerNorm:
+    """LayerNorm over the last axis computed in float32 (the caller casts back); `affine=False` for
+    AdaLN-modulated norms."""
+    return nn.LayerNorm(
+        epsilon=1e-6,
+        dtype=jnp.float32,
+        use_scale=affine,
+        use_bias=affine,
+        scale_init=partitioned(nn.initializers.ones, ("norm",)),
+        bias_init=partitioned(nn.initializers.zeros, ("norm",)),
+        name=name,
     )
 
 
@@ -105,10 +148,10 @@ class FrameNorm(nn.Module):
             x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.eps)
         else:
             raise ValueError(f"FrameNorm: unknown kind {self.kind!r}; use group, layer or rms")
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (c,))
+        scale = self.param("scale", partitioned(nn.initializers.ones, ("norm",)), (c,))
         x = x * scale
         if self.kind != "rms":
-            x = x + self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), (c,))
+            x = x + self.param("bias", partitioned(nn.initializers.zeros, ("norm",)), (c,))
         return x.astype(dtype)
 
 
@@ -211,7 +254,7 @@ class CausalDepthwiseConv3D(nn.Module):
         c = x_bthwc.shape[-1]
         w = self.param(
             "kernel",
-            nn.with_logical_partitioning(
+            partitioned(
                 nn.initializers.normal(stddev=(kt * kh * kw) ** -0.5), (None, None, None, "conv_out")
             ),
             (kt, kh, kw, c),
@@ -220,9 +263,9 @@ class CausalDepthwiseConv3D(nn.Module):
         xp = jnp.pad(xp, ((0, 0), (0, 0), (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), (0, 0)))
         y = depthwise_conv3d(xp, w, self.impl)
         if self.use_bias:
-            y = y + self.param(
-                "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (c,)
-            ).astype(y.dtype)
+            y = y + self.param("bias", partitioned(nn.initializers.zeros, ("conv_out",)), (c,)).astype(
+                y.dtype
+            )
         return y
 
 
@@ -245,7 +288,7 @@ class CausalPatchConv(nn.Module):
     time_stride: int = 1
     pad_mode: str = "replicate"
     names: tuple[str | None, str | None] = ("conv_in", "conv_out")
-    kernel_init: object = nn.initializers.lecun_normal()
+    kernel_init: Initializer = DEFAULT_KERNEL_INIT
 
     @nn.compact
     def __call__(self, x_bthwc: jax.Array) -> jax.Array:
@@ -268,7 +311,7 @@ class PatchUpsample(nn.Module):
     patch: int = 1
     time_stride: int = 1
     names: tuple[str | None, str | None] = ("conv_in", "conv_out")
-    kernel_init: object = nn.initializers.lecun_normal()
+    kernel_init: Initializer = DEFAULT_KERNEL_INIT
 
     @nn.compact
     def __call__(self, x_bthwc: jax.Array) -> jax.Array:

@@ -190,7 +190,7 @@ class VectorQuantizer(nn.Module):
                 eps=c.eps,
                 normalize=c.l2_normalize,
             )
-            if c.get("restart", True):
+            if c.restart:
                 new_emb, new_cs, new_es, n_dead = self._restart(
                     new_emb, new_cs, new_es, jax.lax.stop_gradient(z_e), ids_n.shape[0]
                 )

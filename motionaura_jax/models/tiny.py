@@ -7,12 +7,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from motionaura_jax.models.layers import dense, partitioned
 from motionaura_jax.parallel.sharding import constrain
-
-
-def dense(features: int, names: tuple[str | None, str | None], name: str) -> nn.Dense:
-    init = nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
-    return nn.Dense(features, use_bias=False, kernel_init=init, name=name)
 
 
 class TinyModel(nn.Module):
@@ -23,17 +19,17 @@ class TinyModel(nn.Module):
     @nn.compact
     def __call__(self, x_bld: jax.Array) -> jax.Array:
         c = self.config
-        h = dense(c.embed, (None, "embed"), "in_proj")(x_bld)
+        h = dense(c.embed, (None, "embed"), "in_proj", use_bias=False)(x_bld)
         h = constrain(h, ("act_batch", "act_len", "act_embed"))
-        u = jax.nn.gelu(dense(c.mlp, ("embed", "mlp"), "mlp_in")(h))
+        u = jax.nn.gelu(dense(c.mlp, ("embed", "mlp"), "mlp_in", use_bias=False)(h))
         u = constrain(u, ("act_batch", "act_len", "act_mlp"))
-        h = h + dense(c.embed, ("mlp", "embed"), "mlp_out")(u)
+        h = h + dense(c.embed, ("mlp", "embed"), "mlp_out", use_bias=False)(u)
         h = nn.LayerNorm(
-            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+            scale_init=partitioned(nn.initializers.ones, ("norm",)),
+            bias_init=partitioned(nn.initializers.zeros, ("norm",)),
             name="norm",
         )(h)
-        return dense(c.out_dim, ("embed", None), "out_proj")(h)
+        return dense(c.out_dim, ("embed", None), "out_proj", use_bias=False)(h)
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:

@@ -30,16 +30,13 @@ from motionaura_jax.models.layers import (
     FrameNorm,
     PatchUpsample,
     dense,
+    dtype_from_name,
 )
 from motionaura_jax.models.quantizer import QuantizerOutput, VectorQuantizer, lookup_codes
 from motionaura_jax.parallel.sharding import constrain
 
 VIDEO_AXES = ("act_batch", "act_frames", "act_height", "act_width", "act_embed")
 EXPANDED_AXES = ("act_batch", "act_frames", "act_height", "act_width", "act_mlp")
-
-
-def _dtype(config: ml_collections.ConfigDict):
-    return jnp.dtype(config.get("dtype", "float32"))
 
 
 def _norm(config: ml_collections.ConfigDict, name: str) -> FrameNorm:
@@ -102,7 +99,7 @@ def _block(config: ml_collections.ConfigDict):
     return nn.remat(MBConv3D) if config.remat else MBConv3D
 
 
-def _check_frames(t: int, config: ml_collections.ConfigDict) -> None:
+def check_frames(t: int, config: ml_collections.ConfigDict) -> None:
     factor = 2 ** sum(bool(d) for d in config.down_time)
     if (t - 1) % factor:
         raise ValueError(
@@ -125,7 +122,7 @@ class Encoder(nn.Module):
             pad_mode=c.causal_pad,
             names=(None, "conv_in"),
             name="stem",
-        )(x_bthwc.astype(_dtype(c)))
+        )(x_bthwc.astype(dtype_from_name(c.dtype)))
         block = _block(c)
         for i in range(n):
             for j in range(c.blocks[i]):
@@ -157,7 +154,7 @@ class Decoder(nn.Module):
         c = self.config
         n = len(c.channels)
         blocks = c.dec_blocks or c.blocks
-        h = dense(c.channels[-1], (None, "conv_in"), "conv_in")(z_bthwc.astype(_dtype(c)))
+        h = dense(c.channels[-1], (None, "conv_in"), "conv_in")(z_bthwc.astype(dtype_from_name(c.dtype)))
         block = _block(c)
         for j in range(c.mid_blocks):
             h = block(c, name=f"mid_block{j}")(h)
@@ -208,7 +205,7 @@ class VQVAE(nn.Module):
     def encode(self, x_bthwc: jax.Array, *, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
         """-> (pre-quantization latent z, quantizer output with z_q and ids)."""
         if not self.is_mutable_collection("cache"):  # chunks after the first need not be 1 + 4k long
-            _check_frames(x_bthwc.shape[1], self.config)
+            check_frames(x_bthwc.shape[1], self.config)
         z = self.encoder(x_bthwc)
         return z, self.quantizer(z, train=train)
 
@@ -227,156 +224,8 @@ class VQVAE(nn.Module):
         return out
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Training-time masking (a function of the clip and an rng; the model sees the masked clip, the loss the
-# clean one)
-
-
-def mask_clip(
-    x_bthwc: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict
-) -> tuple[jax.Array, jax.Array]:
-    """Random black squares plus one fully masked frame per clip.
-
-    config (model.mask): patch_prob (per frame), num_squares, square_min / square_max (side as a fraction of
-    the frame height), full_frame_prob (per clip), fill (the value of masked pixels; -1 = black).
-    Returns (masked clip, index of the fully masked frame or -1 for none). Frame 0 is never fully masked: it
-    carries the causal first frame alone.
-    """
-    b, t, h, w, _ = x_bthwc.shape
-    k_apply, k_side, k_y, k_x, k_full, k_frame = jax.random.split(rng, 6)
-    s = config.num_squares
-    side = jax.random.uniform(k_side, (b, t, s), minval=config.square_min, maxval=config.square_max) * h
-    side = jnp.maximum(jnp.round(side), 1.0)
-    y0 = jax.random.uniform(k_y, (b, t, s)) * (h - side)
-    x0 = jax.random.uniform(k_x, (b, t, s)) * (w - side)
-    ys = jnp.arange(h, dtype=jnp.float32)[None, None, None, :, None]
-    xs = jnp.arange(w, dtype=jnp.float32)[None, None, None, None, :]
-    inside = (
-        (ys >= y0[..., None, None].round())
-        & (ys < (y0 + side)[..., None, None].round())
-        & (xs >= x0[..., None, None].round())
-        & (xs < (x0 + side)[..., None, None].round())
-    )
-    patch_mask = jnp.any(inside, axis=2)  # (b, t, h, w)
-    patch_mask &= (jax.random.uniform(k_apply, (b, t)) < config.patch_prob)[..., None, None]
-    full = jax.random.uniform(k_full, (b,)) < config.full_frame_prob
-    if t > 1:
-        frame = jax.random.randint(k_frame, (b,), 1, t)
-    else:
-        frame = jnp.zeros((b,), jnp.int32)
-        full = jnp.zeros((b,), bool)
-    frame = jnp.where(full, frame, -1).astype(jnp.int32)
-    frame_mask = jnp.arange(t)[None, :] == frame[:, None]  # (b, t)
-    mask = patch_mask | frame_mask[..., None, None]
-    masked = jnp.where(mask[..., None], jnp.asarray(config.fill, x_bthwc.dtype), x_bthwc)
-    return masked, frame
-
-
-def default_model_config() -> ml_collections.ConfigDict:
-    """Every `config.model` key with its default (the quickstart-sized choice); experiments override."""
-    quantizer = ml_collections.ConfigDict(
-        dict(
-            num_codes=1024,  # K; the diffusion vocabulary is K + 1
-            code_dim=8,  # factorised look-up dimension (ViT-VQGAN); == z_channels turns the projections off
-            l2_normalize=True,  # cosine codes
-            ema=True,  # EMA codebook (False: learned codebook with a codebook loss)
-            decay=0.95,
-            eps=1e-5,
-            beta=0.25,  # commitment
-            restart=True,
-            restart_threshold=0.03,  # dead if EMA count < threshold * average count
-        )
-    )
-    return ml_collections.ConfigDict(
-        dict(
-            channels=(32, 64, 96),
-            blocks=(1, 1, 1),
-            dec_blocks=(),  # () = same as blocks
-            down_space=(True, True),
-            down_time=(True, True),  # per stage transition
-            stem_patch=2,
-            stem_time_kernel=1,  # space x stem_patch * 2^sum(down_space)
-            expand=2,
-            kernel_size=3,
-            depthwise="2+1d",
-            depthwise_impl="shift_add",
-            se_ratio=0.25,
-            mid_norm=True,
-            norm="group",
-            norm_groups=8,
-            causal_pad="replicate",
-            mid_blocks=1,
-            mid_attention=False,
-            attn_heads=4,
-            z_channels=32,
-            remat=False,
-            dtype="float32",
-            quantizer=quantizer,
-            mfi=True,
-            mfi_hidden=128,
-            mask=ml_collections.ConfigDict(
-                dict(
-                    enabled=True,
-                    patch_prob=0.5,
-                    num_squares=2,
-                    square_min=0.125,
-                    square_max=0.25,
-                    full_frame_prob=0.5,
-                    fill=-1.0,
-                )
-            ),
-        )
-    )
-
-
 def compression(config: ml_collections.ConfigDict) -> tuple[int, int]:
     """(temporal, spatial) compression factors of a model config."""
     return 2 ** sum(bool(d) for d in config.down_time), config.stem_patch * 2 ** sum(
         bool(d) for d in config.down_space
     )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Long clips: chunked (streaming) inference with the causal state carried between chunks
-
-
-def _chunk_bounds(total: int, first: int, rest: int) -> list[tuple[int, int]]:
-    bounds, start = [], 0
-    while start < total:
-        stop = min(total, start + (first if start == 0 else rest))
-        bounds.append((start, stop))
-        start = stop
-    return bounds
-
-
-def encode_chunked(model: VQVAE, variables: dict, x_bthwc: jax.Array, chunk_frames: int = 16) -> jax.Array:
-    """Code ids of a 1 + 4k frame clip, encoded `chunk_frames` frames at a time (the first chunk: one more).
-
-    Equals whole-clip encoding exactly (the causal layers carry their state in the "cache" collection), with
-    memory bounded by the chunk length."""
-    temporal, _ = compression(model.config)
-    if chunk_frames % temporal:
-        raise ValueError(
-            f"chunk_frames={chunk_frames} must be a multiple of the temporal compression {temporal}"
-        )
-    _check_frames(x_bthwc.shape[1], model.config)
-    step = jax.jit(
-        lambda v, x: model.apply(v, x, method="encode", mutable=["cache"]),
-    )
-    cache, ids = {}, []
-    for start, stop in _chunk_bounds(x_bthwc.shape[1], 1 + chunk_frames, chunk_frames):
-        (_, q), updated = step({**variables, "cache": cache}, x_bthwc[:, start:stop])
-        cache = updated["cache"]
-        ids.append(q.ids)
-    return jnp.concatenate(ids, axis=1)
-
-
-def decode_chunked(model: VQVAE, variables: dict, ids_bthw: jax.Array, chunk_latents: int = 4) -> jax.Array:
-    """Video (B, 1 + 4(T'-1), H, W, 3) from code ids, decoded `chunk_latents` latent frames at a time."""
-    step = jax.jit(lambda v, ids: model.apply(v, ids, method="decode_ids", mutable=["cache"]))
-    cache, frames = {}, []
-    for start, stop in _chunk_bounds(ids_bthw.shape[1], chunk_latents, chunk_latents):
-        y, updated = step({**variables, "cache": cache}, ids_bthw[:, start:stop])
-        cache = updated["cache"]
-        frames.append(y)
-    return jnp.concatenate(frames, axis=1)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pathlib
+import os
 import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from motionaura_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,10 @@ def _gather_json(obj: Any) -> list[Any]:
 class Checkpointer:
     """Async, keep-N, atomic checkpoints of (state, data-iterator state, meta) in `directory`."""
 
-    def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = pathlib.Path(directory).absolute()
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
+        # epath, not pathlib: a gs:// directory must reach Orbax (and TensorStore's GCS driver) as a URL; only
+        # local paths are made absolute (Orbax requires it; on a URL `.absolute()` would prepend the cwd).
+        self.directory = paths.absolute(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
         )

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import pathlib
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -23,10 +25,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from motionaura_jax import config as config_lib
+from motionaura_jax import paths
 from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding as sharding_lib
 from motionaura_jax.train import tasks as tasks_lib
@@ -154,10 +158,27 @@ def _first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, dict] | None
     return None
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> TrainResult:
-    """Runs (or resumes) `config.task` for `config.train.steps` steps in `workdir`."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+def _profile_folder(workdir: epath.Path) -> str:
+    """Where jax.profiler writes: WORKDIR/profile itself on a local folder, a local temporary folder for a URL
+    (copied to WORKDIR/profile by `_stop_profile`), since the profiler writes through local file APIs."""
+    if paths.is_local(workdir):
+        return str(workdir / "profile")
+    return tempfile.mkdtemp(prefix="motionaura-profile-")
+
+
+def _stop_profile(workdir: epath.Path, folder: str) -> None:
+    jax.profiler.stop_trace()
+    if not paths.is_local(workdir):
+        paths.sync_dir(folder, workdir / "profile")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TrainResult:
+    """Runs (or resumes) `config.task` for `config.train.steps` steps in `workdir` (a folder or a gs:// URL).
+
+    The workdir is probed first (`paths.probe_workdir`): one that cannot be written fails here with
+    `paths.WorkdirError`, before anything is built."""
+    workdir = paths.probe_workdir(workdir)
     tcfg = config.train
     is_main = jax.process_index() == 0
 
@@ -190,7 +211,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     data = setup.task.make_data(jax.process_index(), jax.process_count())
 
     # --- checkpoint: resume or start fresh -----------------------------------------------------------------------
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=int(tcfg.get("keep", 3)))
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=int(tcfg.keep))
     restored = checkpointer.restore(setup.abstract_state)
     if restored is not None:
         state, start_step = restored.state, restored.step
@@ -220,9 +241,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     writer = MetricWriter(workdir)
     total_steps = int(tcfg.steps)
     log_every, ckpt_every = max(1, int(tcfg.log_every)), int(tcfg.ckpt_every)
-    eval_every, sample_every = int(tcfg.get("eval_every", 0)), int(tcfg.get("sample_every", 0))
-    profile_start, profile_steps = int(tcfg.get("profile_start", -1)), int(tcfg.get("profile_steps", 0))
-    profiling = False
+    eval_every, sample_every = int(tcfg.eval_every), int(tcfg.sample_every)
+    profile_start, profile_steps = int(tcfg.profile_start), int(tcfg.profile_steps)
+    profiling, profile_folder = False, ""
     pending: list[tuple[int, dict]] = []
     last_metrics: dict[str, float] = {}
     last_saved = start_step if restored is not None else -1
@@ -247,7 +268,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                         donate_argnums=0,
                     )
                 if step == profile_start and profile_steps > 0:
-                    jax.profiler.start_trace(str(workdir / "profile"))
+                    profile_folder = _profile_folder(workdir)
+                    jax.profiler.start_trace(profile_folder)
                     profiling = True
                 state, metrics = compiled_step(state, batch, jnp.asarray(step, jnp.int32))
                 step += 1
@@ -255,7 +277,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                 pending.append((step, metrics))
                 if profiling and step >= profile_start + profile_steps:
                     jax.block_until_ready(state)
-                    jax.profiler.stop_trace()
+                    _stop_profile(workdir, profile_folder)
                     profiling = False
 
                 # Read the flag once: a SIGTERM landing during logging or hooks below is handled after the next step,
@@ -307,6 +329,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                     setup.task.sample_fn(state, step, workdir)
 
                 if save_now and step != last_saved:
+                    writer.flush()  # metrics up to this step are stored before the checkpoint that holds it
                     checkpointer.save(
                         step,
                         state,
@@ -323,7 +346,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
                     break
     finally:
         if profiling:
-            jax.profiler.stop_trace()
+            _stop_profile(workdir, profile_folder)
         bar.close()
         writer.close()
         checkpointer.close()
@@ -331,7 +354,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
 
 
 def restore_state(
-    workdir: str | pathlib.Path,
+    workdir: str | os.PathLike,
     *,
     mesh: Mesh | None = None,
     step: int | None = None,
@@ -341,7 +364,7 @@ def restore_state(
 
     `overrides` ({"data.source": "folder", ...}) adjust the saved config (e.g. to point evaluation at other data).
     """
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(

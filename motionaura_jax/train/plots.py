@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 from collections.abc import Mapping, Sequence
 
+from etils import epath
+
+from motionaura_jax import paths
 from motionaura_jax.atomic import atomic_path
 from motionaura_jax.train.logging import read_metrics
 
 
 def plot_runs(
-    runs: Mapping[str, str | pathlib.Path],
+    runs: Mapping[str, str | os.PathLike],
     keys: Sequence[str],
-    out: str | pathlib.Path,
+    out: str | os.PathLike,
     *,
     title: str | None = None,
-) -> pathlib.Path:
+) -> pathlib.Path | epath.Path:
     """Plots `keys` against step for every run (label -> workdir) and writes `out` atomically.
 
     A key missing from every run is an error naming the keys that do exist.
@@ -31,7 +35,7 @@ def plot_runs(
     for label, workdir in runs.items():
         lines = read_metrics(workdir)
         if not lines:
-            raise FileNotFoundError(f"no metrics in {pathlib.Path(workdir) / 'metrics.jsonl'}")
+            raise FileNotFoundError(f"no metrics in {paths.as_path(workdir) / 'metrics.jsonl'}")
         for line in lines:
             seen.update(k for k in line if k not in ("step", "time"))
         series[label] = {
@@ -60,10 +64,10 @@ def plot_runs(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = pathlib.Path(out)
+    out = paths.as_path(out)  # a local file or a URL (gs://...): atomic_path uploads it whole
     try:
         with atomic_path(out) as tmp:
             fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-    return out
+    return paths.native(out)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import jax
 import numpy as np
+from etils import epath
 
 
 class HostIterator(Protocol):
@@ -47,6 +47,6 @@ class Task:
     ]
     make_data: Callable[[int, int], HostIterator]
     batch_axes: Mapping[str, tuple[str | None, ...]] = dataclasses.field(default_factory=dict)
-    eval_fn: Callable[[Any, int, pathlib.Path], dict[str, float]] | None = None
-    sample_fn: Callable[[Any, int, pathlib.Path], None] | None = None
+    eval_fn: Callable[[Any, int, epath.Path], dict[str, float]] | None = None
+    sample_fn: Callable[[Any, int, epath.Path], None] | None = None
     params_of: Callable[[Any], Any] = lambda state: state.params

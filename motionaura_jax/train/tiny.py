@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from motionaura_jax.models.tiny import TinyModel, mse
+from motionaura_jax.train.state import TrainState, make_optimizer
 from motionaura_jax.train.task import Task
-
-
-@flax.struct.dataclass
-class TrainState:
-    params: Any
-    opt_state: Any
 
 
 class TinyRegressionData:
@@ -81,25 +73,24 @@ class TinyRegressionData:
 
 def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
     model = TinyModel(config.model)
-    tx = optax.adamw(config.train.lr, weight_decay=config.train.get("weight_decay", 0.0))
+    tx = make_optimizer(config.train)
     dummy = jnp.zeros((1, config.data.length, config.data.in_dim), jnp.float32)
 
     def init_state(rng: jax.Array) -> TrainState:
         params = model.init(rng, dummy)["params"]
-        return TrainState(params=params, opt_state=tx.init(params))
+        return TrainState.create(params, tx)
 
     def train_step(state: TrainState, batch, rng, step):
         def loss_fn(params):
             return mse(model.apply({"params": params}, batch["x"]), batch["y"])
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        state, grad_norm = state.apply_gradients(grads, tx)
         # Order-sensitive fingerprint of the batch: lets tests compare the data order of two runs.
         position = jnp.arange(1, batch["index"].shape[0] + 1, dtype=jnp.float32)
         fingerprint = jnp.sum((batch["index"].astype(jnp.float32) + 1.0) * position)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "batch_fingerprint": fingerprint}
-        return TrainState(params=params, opt_state=opt_state), metrics
+        metrics = {"loss": loss, "grad_norm": grad_norm, "batch_fingerprint": fingerprint}
+        return state, metrics
 
     def make_data(process_index: int, process_count: int) -> TinyRegressionData:
         return TinyRegressionData(

@@ -12,7 +12,6 @@ pixels rather than its last layer (one cheap extra backward through the discrimi
 from __future__ import annotations
 
 import logging
-import pathlib
 from typing import Any
 
 import flax
@@ -22,72 +21,74 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 from jax.sharding import Mesh
 
-from motionaura_jax.config import base_config
-from motionaura_jax.data.pipeline import data_config
-from motionaura_jax.models.discriminator import (
-    PatchDiscriminator3D,
-    default_disc_config,
-    hinge_d_loss,
-    hinge_g_loss,
-)
-from motionaura_jax.models.vqvae import VQVAE, default_model_config, mask_clip
+from motionaura_jax import paths
+from motionaura_jax.models.discriminator import PatchDiscriminator3D, hinge_d_loss, hinge_g_loss
+from motionaura_jax.models.vqvae import VQVAE
+from motionaura_jax.train.state import TrainState, apply_gradients, make_optimizer
 from motionaura_jax.train.task import Task
 
 log = logging.getLogger("motionaura")
 
 
 @flax.struct.dataclass
-class VAEState:
-    params: Any  # tokenizer parameters (encoder, quantizer projections, decoder, MFI head)
+class VAEState(TrainState):
+    """params: the tokenizer's (encoder, quantizer projections, decoder, MFI head), opt_state: theirs."""
+
     vq: Any  # EMA codebook ("vq" collection); {} for a learned codebook
-    opt_state: Any
     disc_params: Any  # {} when the GAN is off
     disc_opt_state: Any
 
 
-def vae_config() -> ml_collections.ConfigDict:
-    """Every key of the tokenizer stage with its default; experiments start here and override."""
-    config = base_config("vae")
-    config.model = default_model_config()
-    config.disc = default_disc_config()
-    config.data = data_config(size=32, with_masks=False, read_threads=1, prefetch=4)
-    config.loss = ml_collections.ConfigDict(
-        dict(
-            l1=1.0,
-            l2=0.0,
-            perceptual=0.0,
-            perceptual_weights="",
-            perceptual_net="alex",  # LPIPS: off unless a local file
-            vq=1.0,
-            mfi=0.1,
-            gan_weight=0.0,
-            gan_start=0,
-            gan_max_adaptive=1e4,
-            disc_lr=2e-4,  # gan_weight 0: no discriminator
-        )
+# ----------------------------------------------------------------------------------------------------------
+# Training-time masking (a function of the clip and an rng; the model sees the masked clip, the loss the
+# clean one)
+
+
+def mask_clip(
+    x_bthwc: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict
+) -> tuple[jax.Array, jax.Array]:
+    """Random black squares plus one fully masked frame per clip.
+
+    config (model.mask): patch_prob (per frame), num_squares, square_min / square_max (side as a fraction of
+    the frame height), full_frame_prob (per clip), fill (the value of masked pixels; -1 = black).
+    Returns (masked clip, index of the fully masked frame or -1 for none). Frame 0 is never fully masked: it
+    carries the causal first frame alone.
+    """
+    b, t, h, w, _ = x_bthwc.shape
+    k_apply, k_side, k_y, k_x, k_full, k_frame = jax.random.split(rng, 6)
+    s = config.num_squares
+    side = jax.random.uniform(k_side, (b, t, s), minval=config.square_min, maxval=config.square_max) * h
+    side = jnp.maximum(jnp.round(side), 1.0)
+    y0 = jax.random.uniform(k_y, (b, t, s)) * (h - side)
+    x0 = jax.random.uniform(k_x, (b, t, s)) * (w - side)
+    ys = jnp.arange(h, dtype=jnp.float32)[None, None, None, :, None]
+    xs = jnp.arange(w, dtype=jnp.float32)[None, None, None, None, :]
+    inside = (
+        (ys >= y0[..., None, None].round())
+        & (ys < (y0 + side)[..., None, None].round())
+        & (xs >= x0[..., None, None].round())
+        & (xs < (x0 + side)[..., None, None].round())
     )
-    config.train.update(dict(lr=1e-3, warmup=100, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))
-    config.eval = ml_collections.ConfigDict(
-        dict(split="heldout", num_clips=32, batch_size=8, contact_sheet_clips=4, judge_colours=True)
-    )
-    return config
+    patch_mask = jnp.any(inside, axis=2)  # (b, t, h, w)
+    patch_mask &= (jax.random.uniform(k_apply, (b, t)) < config.patch_prob)[..., None, None]
+    full = jax.random.uniform(k_full, (b,)) < config.full_frame_prob
+    if t > 1:
+        frame = jax.random.randint(k_frame, (b,), 1, t)
+    else:
+        frame = jnp.zeros((b,), jnp.int32)
+        full = jnp.zeros((b,), bool)
+    frame = jnp.where(full, frame, -1).astype(jnp.int32)
+    frame_mask = jnp.arange(t)[None, :] == frame[:, None]  # (b, t)
+    mask = patch_mask | frame_mask[..., None, None]
+    masked = jnp.where(mask[..., None], jnp.asarray(config.fill, x_bthwc.dtype), x_bthwc)
+    return masked, frame
 
 
 def psnr_from_mse(mse: jax.Array, data_range: float = 2.0) -> jax.Array:
     return 10.0 * jnp.log10(data_range**2 / jnp.maximum(mse, 1e-10))
-
-
-def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    t = config.train
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, t.lr, max(1, int(t.warmup)), max(int(t.steps), int(t.warmup) + 1), end_value=t.lr * 0.1
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(t.grad_clip),
-        optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay),
-    )
 
 
 def _perceptual(config: ml_collections.ConfigDict):
@@ -102,7 +103,7 @@ def _perceptual(config: ml_collections.ConfigDict):
             config.loss.perceptual,
         )
         return None
-    from motionaura_jax.eval.lpips import LPIPS
+    from motionaura_jax.models.lpips import LPIPS
 
     metric = LPIPS.from_file(path, net=config.loss.perceptual_net)
     log.info("perceptual loss: LPIPS-%s from %s, weight %g", metric.net, path, config.loss.perceptual)
@@ -114,7 +115,7 @@ def make_vae_step(config: ml_collections.ConfigDict):
     model = VQVAE(config.model)
     use_gan = config.loss.gan_weight > 0
     disc = PatchDiscriminator3D(config.disc) if use_gan else None
-    tx = _optimizer(config)
+    tx = make_optimizer(config.train)
     tx_disc = optax.adam(config.loss.disc_lr, b1=0.5, b2=0.9) if use_gan else None
     perceptual = _perceptual(config)
     lc = config.loss
@@ -185,34 +186,31 @@ def make_vae_step(config: ml_collections.ConfigDict):
             return total, (metrics, updated.get("vq", {}), recon)
 
         (_, (metrics, new_vq, recon)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        new_state = state.replace(params=params, vq=new_vq if state.vq else state.vq, opt_state=opt_state)
+        new_state, metrics["grad_norm"] = state.apply_gradients(grads, tx)
+        new_state = new_state.replace(vq=new_vq if state.vq else state.vq)
 
         if use_gan:
             fake = jax.lax.stop_gradient(recon)
 
-            def d_update(args):
-                dp, dopt = args
-
+            def d_update(current: VAEState):
                 def d_loss_fn(p):
                     real = disc.apply({"params": p}, x)
                     fake_logits = disc.apply({"params": p}, fake)
                     return hinge_d_loss(real, fake_logits), (jnp.mean(real), jnp.mean(fake_logits))
 
-                (d_loss, (lr_, lf_)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(dp)
-                d_updates, dopt = tx_disc.update(d_grads, dopt, dp)
-                return (optax.apply_updates(dp, d_updates), dopt), (d_loss, lr_, lf_)
+                (d_loss, (lr_, lf_)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+                    current.disc_params
+                )
+                updated, _ = apply_gradients(
+                    current, d_grads, tx_disc, params="disc_params", opt_state="disc_opt_state"
+                )
+                return updated, (d_loss, lr_, lf_)
 
-            def d_skip(args):
+            def d_skip(current: VAEState):
                 zero = jnp.zeros(())
-                return args, (zero, zero, zero)
+                return current, (zero, zero, zero)
 
-            (dp, dopt), (d_loss, real_mean, fake_mean) = jax.lax.cond(
-                gan_on, d_update, d_skip, (state.disc_params, state.disc_opt_state)
-            )
-            new_state = new_state.replace(disc_params=dp, disc_opt_state=dopt)
+            new_state, (d_loss, real_mean, fake_mean) = jax.lax.cond(gan_on, d_update, d_skip, new_state)
             metrics.update(gan_d=d_loss, d_real=real_mean, d_fake=fake_mean)
         return new_state, metrics
 
@@ -230,9 +228,7 @@ def init_vae_state(config, model, disc, tx, tx_disc, rng: jax.Array) -> VAEState
     if disc is not None:
         disc_params = disc.init(rng_disc, dummy)["params"]
         disc_opt = tx_disc.init(disc_params)
-    return VAEState(
-        params=params, vq=vq, opt_state=tx.init(params), disc_params=disc_params, disc_opt_state=disc_opt
-    )
+    return VAEState.create(params, tx, vq=vq, disc_params=disc_params, disc_opt_state=disc_opt)
 
 
 def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
@@ -253,16 +249,16 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
             process_count=process_count,
         )
 
-    def eval_fn(state: VAEState, step: int, workdir: pathlib.Path) -> dict[str, float]:
+    def eval_fn(state: VAEState, step: int, workdir: epath.Path) -> dict[str, float]:
         from motionaura_jax.eval import recon
 
         metrics, _ = recon.evaluate(model, {"params": state.params, "vq": state.vq}, config)
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
-    def sample_fn(state: VAEState, step: int, workdir: pathlib.Path) -> None:
+    def sample_fn(state: VAEState, step: int, workdir: epath.Path) -> None:
         from motionaura_jax.eval import recon
 
-        path = pathlib.Path(workdir) / "samples" / f"recon_{step:07d}.png"
+        path = paths.as_path(workdir) / "samples" / f"recon_{step:07d}.png"
         recon.write_contact_sheet(model, {"params": state.params, "vq": state.vq}, config, path)
 
     return Task(

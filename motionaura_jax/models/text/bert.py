@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from motionaura_jax.models.layers import partitioned
 from motionaura_jax.models.text.loading import (
     CheckpointReader,
     ModelFolderError,
@@ -87,10 +88,6 @@ _ACTS = {
 }
 
 
-def _init(fn, names):
-    return nn.with_logical_partitioning(fn, names)
-
-
 class BertLayerNorm(nn.Module):
     epsilon: float
     dtype: Any
@@ -99,8 +96,12 @@ class BertLayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         features = x.shape[-1]
-        scale = self.param("scale", _init(nn.initializers.ones, ("norm",)), (features,), self.param_dtype)
-        bias = self.param("bias", _init(nn.initializers.zeros, ("norm",)), (features,), self.param_dtype)
+        scale = self.param(
+            "scale", partitioned(nn.initializers.ones, ("norm",)), (features,), self.param_dtype
+        )
+        bias = self.param(
+            "bias", partitioned(nn.initializers.zeros, ("norm",)), (features,), self.param_dtype
+        )
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
@@ -125,8 +126,8 @@ class BertLayer(nn.Module):
                 heads_kv,
                 dtype=dtype,
                 param_dtype=pdtype,
-                kernel_init=_init(std, ("embed", "heads", "kv")),
-                bias_init=_init(nn.initializers.zeros, ("heads", "kv")),
+                kernel_init=partitioned(std, ("embed", "heads", "kv")),
+                bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")),
                 name=name,
             )(x_bld)
 
@@ -141,8 +142,8 @@ class BertLayer(nn.Module):
             axis=(-2, -1),
             dtype=dtype,
             param_dtype=pdtype,
-            kernel_init=_init(std, ("heads", "kv", "embed")),
-            bias_init=_init(nn.initializers.zeros, ("embed",)),
+            kernel_init=partitioned(std, ("heads", "kv", "embed")),
+            bias_init=partitioned(nn.initializers.zeros, ("embed",)),
             name="attention_out",
         )(attn_blhk)
         norm = dict(epsilon=cfg.layer_norm_eps, dtype=dtype, param_dtype=pdtype)
@@ -151,8 +152,8 @@ class BertLayer(nn.Module):
             cfg.intermediate_size,
             dtype=dtype,
             param_dtype=pdtype,
-            kernel_init=_init(std, ("embed", "mlp")),
-            bias_init=_init(nn.initializers.zeros, ("mlp",)),
+            kernel_init=partitioned(std, ("embed", "mlp")),
+            bias_init=partitioned(nn.initializers.zeros, ("mlp",)),
             name="intermediate",
         )(x_bld)
         h_blf = constrain(_ACTS[cfg.hidden_act](h_blf), ("act_batch", "act_len", "act_mlp"))
@@ -160,8 +161,8 @@ class BertLayer(nn.Module):
             cfg.hidden_size,
             dtype=dtype,
             param_dtype=pdtype,
-            kernel_init=_init(std, ("mlp", "embed")),
-            bias_init=_init(nn.initializers.zeros, ("embed",)),
+            kernel_init=partitioned(std, ("mlp", "embed")),
+            bias_init=partitioned(nn.initializers.zeros, ("embed",)),
             name="output",
         )(h_blf)
         x_bld = BertLayerNorm(**norm, name="output_norm")(x_bld + out_bld)
@@ -196,7 +197,7 @@ class BertEncoder(nn.Module):
                 cfg.hidden_size,
                 dtype=dtype,
                 param_dtype=pdtype,
-                embedding_init=_init(std, names),
+                embedding_init=partitioned(std, names),
                 name=name,
             )
 

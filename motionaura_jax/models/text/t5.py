@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from motionaura_jax.models.layers import partitioned
 from motionaura_jax.models.text.loading import CheckpointReader, TensorSource, load_params, read_config_json
 from motionaura_jax.parallel.sharding import DEFAULT_RULES, Rules, constrain
 
@@ -135,10 +136,6 @@ def relative_position_buckets(query_len: int, key_len: int, num_buckets: int, ma
     return buckets + jnp.where(distance < max_exact, distance, large)
 
 
-def _init(std_fn, names):
-    return nn.with_logical_partitioning(std_fn, names)
-
-
 class RMSNorm(nn.Module):
     """T5 LayerNorm: x / rms(x) * scale, statistics in float32."""
 
@@ -148,7 +145,9 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = self.param("scale", _init(nn.initializers.ones, ("norm",)), (x.shape[-1],), self.param_dtype)
+        scale = self.param(
+            "scale", partitioned(nn.initializers.ones, ("norm",)), (x.shape[-1],), self.param_dtype
+        )
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
         return (x32 * scale.astype(jnp.float32)).astype(self.dtype)
@@ -168,7 +167,7 @@ class T5SelfAttention(nn.Module):
                 use_bias=False,
                 dtype=dtype,
                 param_dtype=pdtype,
-                kernel_init=_init(nn.initializers.normal(std), ("embed", "heads", "kv")),
+                kernel_init=partitioned(nn.initializers.normal(std), ("embed", "heads", "kv")),
                 name=name,
             )(x_bld)
 
@@ -188,7 +187,7 @@ class T5SelfAttention(nn.Module):
             use_bias=False,
             dtype=dtype,
             param_dtype=pdtype,
-            kernel_init=_init(
+            kernel_init=partitioned(
                 nn.initializers.normal((cfg.num_heads * cfg.d_kv) ** -0.5), ("heads", "kv", "embed")
             ),
             name="o",
@@ -210,7 +209,7 @@ class T5FeedForward(nn.Module):
                 use_bias=False,
                 dtype=dtype,
                 param_dtype=pdtype,
-                kernel_init=_init(nn.initializers.normal(std), names),
+                kernel_init=partitioned(nn.initializers.normal(std), names),
                 name=name,
             )(x)
 
@@ -257,14 +256,14 @@ class T5Encoder(nn.Module):
             cfg.d_model,
             dtype=dtype,
             param_dtype=pdtype,
-            embedding_init=_init(nn.initializers.normal(1.0), ("vocab", "embed")),
+            embedding_init=partitioned(nn.initializers.normal(1.0), ("vocab", "embed")),
             name="embed",
         )
         x_bld = constrain(embed(ids_bl), ("act_batch", "act_len", "act_embed"))
 
         table = self.param(
             "relative_attention_bias",
-            _init(nn.initializers.normal(1.0), (None, "heads")),
+            partitioned(nn.initializers.normal(1.0), (None, "heads")),
             (cfg.relative_attention_num_buckets, cfg.num_heads),
             pdtype,
         )

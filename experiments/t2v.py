@@ -1,0 +1,80 @@
+"""Text-to-video experiments: one file, one row per run; the defaults are motionaura_jax/configs/t2v.py.
+
+    motionaura train --config=experiments/vae.py:tiny --workdir=runs/vae_tiny
+    motionaura train --config=experiments/t2v.py:tiny --workdir=runs/t2v_tiny \
+        --config.tokens.tokenizer_workdir=runs/vae_tiny
+    motionaura sample --ckpt=runs/t2v_tiny --prompt "a red circle moving left" --out runs/t2v_tiny/red.mp4
+
+    motionaura train --config=experiments/vae.py:quickstart --workdir=runs/quickstart/vae
+    motionaura train --config=experiments/t2v.py:quickstart --workdir=runs/quickstart/t2v
+    motionaura sample --ckpt=runs/quickstart/t2v --prompt "a red circle moving left" --out red.mp4
+    motionaura eval t2v --videos=runs/quickstart/t2v/samples/step_0002000 --out=t2v_metrics.json
+
+| arg              | clips    | tokens  | denoiser (width, depth, heads, mlp) | diffusion        | mixer     | steps |
+|------------------|----------|---------|-------------------------------------|------------------|-----------|-------|
+| tiny             | 64 5x16² | 2x4x4   | 32, 2, 4, 2.0                       | absorbing, T=20  | qkv_fft2  | 3     |
+| tiny_mar         | as tiny                                 | mask-and-replace, T=20  | qkv_fft2  | 3     |
+| quickstart       | 2048 17x32² | 5x4x4 | 128, 4, 4, 4.0                      | absorbing, T=100 | qkv_fft2  | 2000  |
+| quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's) | qkv_fft2 | 2000 |
+| quickstart_nofft | as quickstart                           | absorbing        | plain attention (FFT ablation) | 2000 |
+
+tiny: the smallest run, on the tokens of a vae.py:tiny run (4x4x4 compression, K=32), in seconds; MiniLM
+text at 16 tokens.
+
+quickstart (the stage after vae.py:quickstart in `motionaura quickstart`): Moving Shapes 32x32x17 as 5x4x4
+tokens of the quickstart tokenizer (K=1024), a 4-block spectral denoiser on MiniLM captions. The tokenizer
+run defaults to runs/quickstart/vae (--config.tokens.tokenizer_workdir=DIR for another). The first start
+encodes 2048 training clips into WORKDIR_OF_TOKENIZER/token_cache_train (resumable). Choices (paper_notes
+§8): absorbing diffusion, T=100, linear γ̄, x0-parameterisation, VLB + 5e-4·CE on the corrupted tokens,
+text dropped with p=0.1, 50 sampling steps, CFG scale 3.
+"""
+
+from motionaura_jax.configs import override, t2v
+
+_TINY = dict(
+    model=dict(width=32, depth=2, heads=4, mlp_ratio=2.0),
+    data=dict(source="synthetic", frames=5, size=16, num_clips=64),
+    tokens=dict(tokenizer_workdir="runs/vae_tiny", text_max_length=16, shard_size=32, batch_size=16),
+    diffusion=dict(num_timesteps=20),
+    train=dict(steps=3, batch_size=8, lr=1e-3, warmup=1, log_every=1, ckpt_every=0),
+    sample=dict(prompts=("a red circle moving left",), num_steps=5, guidance_scale=2.0),
+    eval=dict(num_videos=2, batch_size=2),
+)
+_QUICKSTART = dict(
+    model=dict(width=128, depth=4, heads=4, mlp_ratio=4.0),
+    data=dict(source="synthetic", frames=17, size=32, num_clips=2048),
+    tokens=dict(tokenizer_workdir="runs/quickstart/vae", text_max_length=16, shard_size=512, batch_size=32),
+    train=dict(
+        steps=2000, batch_size=32, lr=1e-3, warmup=100, log_every=50, ckpt_every=500, eval_every=1000,
+        sample_every=1000,
+    ),
+    sample=dict(
+        prompts=(
+            "a red circle moving left",
+            "a blue square moving up",
+            "a green triangle moving right",
+            "a yellow circle moving down",
+        ),
+        num_steps=50,
+        guidance_scale=3.0,
+    ),
+    eval=dict(num_videos=32, batch_size=16),
+)  # fmt: skip
+
+RUNS = {
+    "tiny": _TINY,
+    "tiny_mar": dict(_TINY, diffusion=dict(num_timesteps=20, kind="mask_and_replace")),
+    "quickstart": _QUICKSTART,
+    "quickstart_mar": dict(_QUICKSTART, diffusion=dict(kind="mask_and_replace")),
+    "quickstart_nofft": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="none")),
+}
+
+
+def get_config(arg: str | None = None):
+    if arg not in RUNS:
+        raise ValueError(
+            f"experiments/t2v.py: unknown arg {arg!r}; use one of {', '.join(RUNS)} (t2v.py:ARG)"
+        )
+    config = t2v.get_config()
+    override(config, RUNS[arg])
+    return config

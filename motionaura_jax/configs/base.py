@@ -1,0 +1,42 @@
+"""The keys every stage shares: the loop's and the optimizer's (`train.*`), the mesh's (`mesh.*`), the
+sharding rules."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(task: str) -> ml_collections.ConfigDict:
+    """The loop's config for `task` (a name in train/tasks.py); a stage adds model/data/... groups."""
+    config = ml_collections.ConfigDict()
+    config.task = task
+    config.model = ml_collections.ConfigDict()
+    config.data = ml_collections.ConfigDict()
+    config.train = ml_collections.ConfigDict(
+        dict(
+            steps=100,
+            batch_size=8,
+            # The optimizer every stage builds with train/state.make_optimizer: AdamW after global-norm
+            # clipping (grad_clip 0: none), on a warm-up + cosine schedule ("warmup_cosine") or "constant".
+            lr=1e-3,
+            schedule="warmup_cosine",
+            warmup=100,
+            b1=0.9,
+            b2=0.95,
+            weight_decay=0.0,
+            grad_clip=1.0,
+            seed=0,
+            log_every=10,
+            ckpt_every=100,
+            keep=3,  # keep: checkpoints kept on disk
+            eval_every=0,
+            sample_every=0,  # 0 = only never (eval/sample hooks of the task)
+            profile_start=-1,
+            profile_steps=0,  # jax.profiler trace window, written to WORKDIR/profile
+        )
+    )
+    # Axis sizes; -1 fills with the devices left. num_devices=-1 uses all devices.
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1, num_devices=-1))
+    # Extra (logical name, mesh axes) rules merged over parallel.sharding.DEFAULT_RULES.
+    config.sharding = ml_collections.ConfigDict(dict(rules=()))
+    return config

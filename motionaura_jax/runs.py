@@ -1,0 +1,208 @@
+"""A trained run, loaded for inference: its config, its model and the variables the model applies with.
+
+    from motionaura_jax.runs import load_run
+    run = load_run("runs/quickstart/vae")              # or gs://bucket/run on a TPU VM
+    out = run.model.apply(run.variables, video_bthwc)   # a tokenizer: {"recon", "ids", ...}
+
+Only what inference needs is read: the parameters (and a tokenizer's EMA codebook), through a partial Orbax
+restore of the checkpoint's train-state item. Optimizer state, discriminator and data-iterator state stay on
+disk. No trainer is imported: a run is a folder with `config.json` and `checkpoints/<step>/state`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.sharding import Mesh
+
+from motionaura_jax import config as config_lib
+from motionaura_jax import paths
+from motionaura_jax.parallel import mesh as mesh_lib
+from motionaura_jax.parallel import sharding as sharding_lib
+
+log = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A workdir that cannot be loaded as asked; the message names the folder and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSpec:
+    """How to rebuild a task's model from its config and which train-state entries inference restores.
+
+    collections: Flax collection name -> the train-state field that holds it (e.g. {"params": "params"}).
+    """
+
+    build_model: Callable[[ml_collections.ConfigDict], nn.Module]
+    example_inputs: Callable[[ml_collections.ConfigDict], tuple[jax.ShapeDtypeStruct, ...]]
+    collections: Mapping[str, str]
+
+
+def _vae_spec() -> InferenceSpec:
+    from motionaura_jax.models.vqvae import VQVAE
+
+    def example(config):
+        d = config.data
+        return (jax.ShapeDtypeStruct((1, int(d.frames), int(d.size), int(d.size), 3), jnp.float32),)
+
+    return InferenceSpec(lambda c: VQVAE(c.model), example, {"params": "params", "vq": "vq"})
+
+
+def _t2v_spec() -> InferenceSpec:
+    from motionaura_jax.models.denoiser import SpectralDenoiser
+
+    def example(config):
+        grid = tuple(int(g) for g in config.tokens.grid)
+        text_len, text_dim = int(config.tokens.text_len), int(config.model.text_dim)
+        return (
+            jax.ShapeDtypeStruct((1, *grid), jnp.int32),
+            jax.ShapeDtypeStruct((1,), jnp.int32),
+            jax.ShapeDtypeStruct((1,), jnp.float32),
+            jax.ShapeDtypeStruct((1, text_len, text_dim), jnp.float32),
+            jax.ShapeDtypeStruct((1, text_len), jnp.bool_),
+        )
+
+    return InferenceSpec(lambda c: SpectralDenoiser(c.model), example, {"params": "params"})
+
+
+def _tiny_spec() -> InferenceSpec:
+    from motionaura_jax.models.tiny import TinyModel
+
+    def example(config):
+        return (jax.ShapeDtypeStruct((1, int(config.data.length), int(config.data.in_dim)), jnp.float32),)
+
+    return InferenceSpec(lambda c: TinyModel(c.model), example, {"params": "params"})
+
+
+SPECS: dict[str, Callable[[], InferenceSpec]] = {"vae": _vae_spec, "t2v": _t2v_spec, "tiny": _tiny_spec}
+
+
+@dataclasses.dataclass
+class Run:
+    """A run's config, its model (a Linen module) and the variables `model.apply` takes."""
+
+    workdir: epath.Path
+    config: ml_collections.ConfigDict
+    model: nn.Module
+    variables: dict[str, Any]
+    step: int
+    mesh: Mesh
+
+    @property
+    def task(self) -> str:
+        return str(self.config.task)
+
+    @property
+    def params(self) -> Any:
+        return self.variables["params"]
+
+
+def read_config(
+    workdir: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+) -> ml_collections.ConfigDict:
+    """The resolved `config.json` of a run, with `overrides` ({"data.source": "folder", ...}) applied."""
+    workdir = paths.as_path(workdir)
+    path = workdir / "config.json"
+    if not path.exists():
+        raise RunError(f"{path} not found: is {workdir} a training workdir (motionaura train --workdir=...)?")
+    config = config_lib.config_from_json(path)
+    for key, value in (overrides or {}).items():
+        config_lib.apply_override(config, key, str(value))
+    return config
+
+
+def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
+    """Steps with a committed checkpoint, newest first (Orbax writes a step folder under its final name
+    only once it is complete)."""
+    directory = paths.as_path(workdir) / "checkpoints"
+    if not directory.exists():
+        return []
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "state").exists()]
+    return sorted(steps, reverse=True)
+
+
+def _inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    # The saved mesh may not fit this machine: fall back to pure data parallelism over what is here.
+    try:
+        return mesh_lib.make_mesh(dict(config.mesh.to_dict()))
+    except mesh_lib.MeshError:
+        return mesh_lib.make_mesh({"data": -1})
+
+
+def abstract_variables(
+    config: ml_collections.ConfigDict, mesh: Mesh, spec: InferenceSpec | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(model, {collection: ShapeDtypeStructs with shardings}) from `jax.eval_shape`; allocates nothing."""
+    spec = spec or SPECS[str(config.task)]()
+    model = spec.build_model(config)
+    rules = sharding_lib.rules_from_config(config)
+    inputs = spec.example_inputs(config)
+    with sharding_lib.use_mesh(mesh, rules):
+        boxed = jax.eval_shape(lambda *x: model.init({"params": jax.random.PRNGKey(0)}, *x), *inputs)
+    boxed = {name: boxed[name] for name in spec.collections if name in boxed}
+    shardings = sharding_lib.tree_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sharding_lib.unbox(boxed), shardings
+    )
+    return model, abstract
+
+
+def load_run(
+    workdir: str | os.PathLike,
+    *,
+    task: str | None = None,
+    step: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    mesh: Mesh | None = None,
+) -> Run:
+    """The config, model and inference variables of the run in `workdir` (newest readable checkpoint, or
+    `step`). `task` ("vae", "t2v", ...) checks that the run is of the expected kind."""
+    workdir = paths.absolute(workdir)  # Orbax wants absolute local paths; URLs (gs://...) stay as they are
+    config = read_config(workdir, overrides)
+    name = str(config.task)
+    if task is not None and name != task:
+        raise RunError(f"{workdir} holds a {name!r} run, not a {task!r} one")
+    if name not in SPECS:
+        raise RunError(f"{workdir}: no inference model for task {name!r} (known: {sorted(SPECS)})")
+    spec = SPECS[name]()
+    mesh = mesh or _inference_mesh(config)
+    model, abstract = abstract_variables(config, mesh, spec)
+    target = {spec.collections[c]: tree for c, tree in abstract.items()}
+    steps = [step] if step is not None else checkpoint_steps(workdir)
+    if not steps:
+        raise RunError(f"no checkpoint in {workdir / 'checkpoints'}: train the run first (or let it save)")
+    checkpointer = ocp.PyTreeCheckpointer()
+    errors = []
+    for candidate in steps:
+        path = workdir / "checkpoints" / str(candidate) / "state"
+        try:
+            restored = checkpointer.restore(
+                path,
+                args=ocp.args.PyTreeRestore(
+                    item=target,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                    partial_restore=True,
+                ),
+            )
+        except Exception as error:  # noqa: BLE001 - an unreadable checkpoint falls back to the previous one
+            if step is not None:
+                raise RunError(f"checkpoint {path} cannot be read: {error}") from error
+            errors.append(f"{candidate}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, errors[-1])
+            continue
+        variables = {c: restored[spec.collections[c]] for c in abstract}
+        return Run(
+            workdir=workdir, config=config, model=model, variables=variables, step=candidate, mesh=mesh
+        )
+    raise RunError(f"no readable checkpoint in {workdir / 'checkpoints'} ({'; '.join(errors)})")
