@@ -105,6 +105,36 @@ def test_gs_workdir_trains_is_killed_and_resumes_bit_exact(gcs, tmp_path):
     _no_mangled_folders(REPO, tmp_path)
 
 
+def test_gs_tokenizer_run_samples_evaluates_and_loads_for_inference(gcs, tmp_path):
+    """A tokenizer run on gs:// runs its sample and eval hooks in the loop, then `eval recon`, `encode` and
+    `decode` read it back through runs.load_run (a partial Orbax restore from the bucket)."""
+    from motionaura_jax import config as config_lib
+    from motionaura_jax import runs
+    from motionaura_jax.commands import decode, encode
+    from motionaura_jax.commands import eval as eval_command
+    from motionaura_jax.data.synthetic import MovingShapes
+    from motionaura_jax.data.video_io import write_video
+
+    url = "gs://bucket/vae"
+    overrides = ["train.steps=2", "train.eval_every=2", "train.sample_every=2", "eval.num_clips=4"]
+    config = config_lib.load_config("experiments/vae.py:tiny", overrides + ["mesh.num_devices=1"])
+    loop.train(config, url)
+    names = set(gcs.objects("vae/"))
+    assert "vae/samples/recon_0000002.png" in names and "vae/config.json" in names
+    assert any(n.startswith("vae/checkpoints/2/state/") for n in names)
+    assert any("eval/psnr" in line for line in epath.Path(url, "metrics.jsonl").read_text().splitlines())
+
+    run = runs.load_run(url, task="vae")
+    assert run.step == 2 and set(run.variables) == {"params", "vq"}
+    assert eval_command.main(["recon", f"--ckpt={url}", "--num_clips=4", f"--out={url}/recon.json"]) == 0
+    assert json.loads(epath.Path(url, "recon.json").read_text())["num_clips"] == 4
+    clip = MovingShapes(frames=5, size=16, split="test")[0]["video"]
+    video = write_video(tmp_path / "in.mp4", clip, fps=8.0)
+    assert encode.main([str(video), f"--ckpt={url}", f"--out={url}/ids.npz", "--chunk_frames=4"]) == 0
+    assert decode.main([f"{tmp_path / 'missing.npz'}", f"--ckpt={url}", f"--out={url}/d.mp4"]) == 2
+    _no_mangled_folders(REPO, tmp_path)
+
+
 def test_file_url_workdir_trains_and_restores(tmp_path):
     # file:///abs/path is the local folder /abs/path (Orbax takes only gs:// or absolute local paths).
     result = loop.train(tiny_config(**{"train.steps": 3}), f"file://{tmp_path}/run")

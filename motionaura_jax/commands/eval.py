@@ -21,22 +21,6 @@ import sys
 from motionaura_jax import config as config_lib
 
 SUBCOMMANDS = ("recon", "t2v", "inpaint")
-RECON_DOC = """`motionaura eval recon --ckpt=DIR [--out=metrics.json] [--num_clips=N] [--config.key=value ...]`
-
-Tokenizer reconstruction on held-out clips: encode -> quantize -> decode each clip and report
-  psnr, ssim (per frame, averaged; eval/image_metrics.py),
-  temporal_l1 (mean |(y_t - y_{t-1}) - (x_t - x_{t-1})| of reconstruction y and clip x: flicker / motion
-  error, lower is better),
-  codebook_usage (share of the K codes used over all evaluated clips), perplexity (of the code distribution
-  over all clips), num_clips,
-  colour_kept (Moving Shapes: share of reconstructions whose colour the pixel judge, eval/judge.py, reads
-  right).
-Data: the run's own data config, split `eval.split` ("heldout": unseen colour x shape x direction
-combinations); point it elsewhere with e.g. `--config.data.source=folder --config.data.path=VIDEOS`
-(then the whole folder, split "test": no random crops).
-
-    motionaura eval recon --ckpt=runs/vae --out=runs/vae/recon.json
-"""
 
 
 def _usage() -> str:
@@ -71,10 +55,12 @@ def _t2v(argv: list[str]) -> int:
 
 def _recon(argv: list[str]) -> int:
     """Tokenizer reconstruction on held-out clips (eval/recon.py)."""
+    from motionaura_jax.eval import recon
+
     rest, overrides = config_lib.split_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="motionaura eval recon",
-        description=RECON_DOC,
+        description=recon.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--ckpt", required=True, help="the tokenizer's training workdir")
@@ -85,10 +71,7 @@ def _recon(argv: list[str]) -> int:
     parser.add_argument("--sheet", default="", help="also write a contact sheet PNG here")
     args = parser.parse_args(rest)
 
-    from etils import epath
-
-    from motionaura_jax import runs
-    from motionaura_jax.eval import recon
+    from motionaura_jax import paths, runs
     from motionaura_jax.eval.report import write_report
     from motionaura_jax.runs import RunError
 
@@ -99,7 +82,7 @@ def _recon(argv: list[str]) -> int:
         return 2
     config = run.config
     metrics, details = recon.evaluate(run.model, run.variables, config, args.num_clips or None)
-    out = args.out or str(epath.Path(args.ckpt) / "eval_recon.json")
+    out = args.out or str(paths.as_path(args.ckpt) / "eval_recon.json")
     json_path, md_path = write_report(
         out, metrics, recon.protocol(config, details), title="Tokenizer reconstruction", details=details
     )
