@@ -7,6 +7,8 @@ import pathlib
 
 import numpy as np
 import pytest
+import torch  # requirements-test.txt installs torch and transformers: missing is a failure
+import transformers
 
 from motionaura_jax.models.text import encode
 from motionaura_jax.models.text.loading import ModelFolderError
@@ -22,8 +24,6 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def t5_folder(tmp_path_factory):
     """A tiny random T5 encoder saved by PyTorch transformers (no tokenizer files: bytes are used)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     folder = tmp_path_factory.mktemp("t5_enc")
     torch.manual_seed(0)
     cfg = transformers.T5Config(
@@ -70,9 +70,6 @@ def test_batches_padded_to_one_shape_equal_single(t5_folder):
 
 
 def test_identity_follows_the_weights(t5_folder, tmp_path):
-    torch = pytest.importorskip("torch")
-    import transformers
-
     other = tmp_path / "other"
     torch.manual_seed(1)
     cfg = transformers.T5Config.from_pretrained(t5_folder)

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # requirements-test.txt installs torch and transformers: missing is a failure
+import transformers
 
 from motionaura_jax.models.text import t5
 from motionaura_jax.models.text.loading import (
@@ -23,9 +25,6 @@ from motionaura_jax.models.text.loading import (
 from motionaura_jax.models.text.tokenize import ByteTokenizer
 from motionaura_jax.parallel.mesh import make_mesh
 from motionaura_jax.parallel.sharding import logical_axes_tree, use_mesh
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 SENTENCES = [
     "a red circle moving left",

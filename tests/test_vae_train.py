@@ -39,6 +39,16 @@ def test_sharded_training_equals_unsharded(runs):
         )
     # The discriminator trained (GAN on from step 1) and the EMA codebook moved.
     assert float(ref_metrics[-1]["gan_d"]) > 0
+    start = config_lib.load_config("experiments/vae.py:tiny", [("mesh.num_devices", "1"), ("mesh.data", "1")])
+    start_vq = jax.device_get(loop.init_state(loop.build(start)).vq)
+    final_vq = jax.device_get(ref.state.vq)
+
+    def leaf(tree, name):
+        return next(v for path, v in jax.tree_util.tree_flatten_with_path(tree)[0] if name in str(path[-1]))
+
+    assert np.abs(leaf(final_vq, "embedding") - leaf(start_vq, "embedding")).max() > 1e-3  # the codes moved
+    # The EMA counts start at zero and accumulate.
+    assert np.all(leaf(start_vq, "cluster_size") == 0) and leaf(final_vq, "cluster_size").sum() > 0
 
 
 def test_every_loss_term_is_logged(runs):

@@ -57,6 +57,38 @@ def _transitions(
     return cum_t, cum_s, step, previous
 
 
+def step_transitions(
+    schedule: DiscreteSchedule, num_steps: int | None = None
+) -> tuple[np.ndarray, LogTransition, LogTransition, LogTransition]:
+    """The sampling timesteps and, per step i, the transitions the sampler uses: q(z_{t_i} | z_0),
+    q(z_{t_{i+1}} | z_0) and the skip q(z_{t_{i+1}} -> z_{t_i}) (each field shaped (n,); t_n = -1, clean data)."""
+    timesteps = sampling_timesteps(schedule.num_timesteps, num_steps)
+    cum_t, cum_s, step, _ = _transitions(schedule, timesteps)
+    return timesteps, cum_t, cum_s, step
+
+
+def reverse_step_log_probs(
+    log_p_x0: jax.Array,
+    ids: jax.Array,
+    *,
+    cum_t: LogTransition,
+    cum_s: LogTransition,
+    step: LogTransition,
+    absorbing: bool,
+    is_last: jax.Array | bool,
+) -> jax.Array:
+    """One reverse step's log distribution (..., K + 1) of z_s given z_t = ids and log p̃(z_0 | z_t) (..., K).
+
+    The exposed per-step law of `sample_tokens` (which draws from it with Gumbel-max), so that tests can check
+    every intermediate step against diffusers and a dense Bayes posterior.
+    """
+    num_codes = log_p_x0.shape[-1]
+    log_post = posterior_log_probs(log_p_x0, ids, cum_t=cum_t, cum_s=cum_s, step=step, absorbing=absorbing)
+    # The last step lands on clean data: [MASK] is impossible (its log is already -inf; make it exact).
+    mask_column = jnp.where(is_last, -jnp.inf, log_post[..., num_codes:])
+    return jnp.concatenate([log_post[..., :num_codes], mask_column], axis=-1)
+
+
 def guided_log_probs(
     logits_cond: jax.Array,
     logits_uncond: jax.Array | None,
@@ -123,18 +155,15 @@ def sample_tokens(
             logits = denoise_fn(ids, t_b, fps_b, text_bld, text_mask_bl)
             log_p_x0 = guided_log_probs(logits, None, None, temperature)
         pick = lambda tr: LogTransition(*(field[i] for field in tr))  # noqa: E731
-        log_post = posterior_log_probs(
+        log_post = reverse_step_log_probs(
             log_p_x0,
             ids,
             cum_t=pick(cum_t),
             cum_s=pick(cum_s),
             step=pick(step_tr),
             absorbing=schedule.absorbing,
+            is_last=i == n - 1,
         )
-        # The last step lands on clean data: [MASK] is impossible (its log is already -inf; make it exact).
-        is_last = i == n - 1
-        mask_column = jnp.where(is_last, -jnp.inf, log_post[..., num_codes:])
-        log_post = jnp.concatenate([log_post[..., :num_codes], mask_column], axis=-1)
         rng, rng_step = jax.random.split(state.rng)
         drawn = jnp.argmax(log_post + jax.random.gumbel(rng_step, log_post.shape), axis=-1).astype(jnp.int32)
         if schedule.absorbing:
