@@ -26,7 +26,7 @@ tokens of the quickstart tokenizer (K=1024), a 4-block spectral denoiser on Mini
 run defaults to runs/quickstart/vae (--config.tokens.tokenizer_workdir=DIR for another). The first start
 encodes 2048 training clips into WORKDIR_OF_TOKENIZER/token_cache_train (resumable). Choices (paper_notes
 §8): absorbing diffusion, T=100, linear γ̄, x0-parameterisation, VLB + 5e-4·CE on the corrupted tokens,
-text dropped with p=0.1, 50 sampling steps, CFG scale 3.
+text dropped with p=0.1; sampling in MaskGIT's confidence order, 16 steps, temperature 0.5, CFG scale 3.
 """
 
 from motionaura_jax.configs import override, t2v
@@ -55,10 +55,32 @@ _QUICKSTART = dict(
             "a green triangle moving right",
             "a yellow circle moving down",
         ),
-        num_steps=50,
+        # MaskGIT order, 16 steps, temperature 0.5: on the 3600-step tokenizer it judged as well as (or slightly
+        # better than) the 50-step posterior chain and samples ~3.7x faster (docs/results/t2v_sampling.md;
+        # method="posterior", num_steps=50, temperature=1.0 for the exact reverse chain).
+        method="confidence",
+        num_steps=16,
+        temperature=0.5,
         guidance_scale=3.0,
     ),
     eval=dict(num_videos=32, batch_size=16),
+)  # fmt: skip
+
+# The paper scale (the notes' L: width 2560, depth 40, heads 40, ~5.9B parameters) on the tokens of vae.py:L
+# (5x32x32 = 5120 codes of K=16384 per 17x256x256 clip) and T5-XXL text (4096-d, 128 tokens). The token grid,
+# text length, vocabulary and text width are set here (they are what vae.py:L and T5-XXL produce), so the step
+# builds and compiles without a token cache (`motionaura compile`); training still reads the cache of
+# tokens.tokenizer_workdir. Mesh and batch: chosen with `motionaura compile` for v5p-64 (docs/scale.md).
+_L = dict(
+    model=dict(width=2560, depth=40, heads=40, mlp_ratio=4.0, vocab_size=16384, text_dim=4096, remat=True,
+               scan_layers=True, dtype="bfloat16"),
+    data=dict(source="tfds", frames=17, size=256, read_threads=16, prefetch=32),
+    tokens=dict(tokenizer_workdir="", grid=(5, 32, 32), text_len=128, text_encoder="t5", text_max_length=128,
+                shard_size=1024, batch_size=64),
+    train=dict(steps=300000, batch_size=64, lr=1e-4, warmup=5000, log_every=100, ckpt_every=2000,
+               eval_every=0, sample_every=10000),
+    mesh=dict(data=-1, fsdp=32),
+    eval=dict(num_videos=64, batch_size=32),
 )  # fmt: skip
 
 RUNS = {
@@ -67,6 +89,7 @@ RUNS = {
     "quickstart": _QUICKSTART,
     "quickstart_mar": dict(_QUICKSTART, diffusion=dict(kind="mask_and_replace")),
     "quickstart_nofft": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="none")),
+    "L": _L,
 }
 
 

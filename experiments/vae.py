@@ -24,7 +24,7 @@
 | shapes32          | 17x32x32  | 4x8x8       | (64, 128, 160)         | (1, 2, 2)    | 4096  | off      | 6300   | 8     |
 | shapes64          | 17x64x64  | 4x8x8       | (48, 96, 160)          | (1, 2, 2)    | 4096  | off      | 1600   | 8     |
 | S                 | 17x128x128| 4x8x8       | (128, 256, 256, 512)   | (2, 2, 2, 2) | 16384 | 20000    | 200000 | 64    |
-| L                 | 17x256x256| 4x8x8       | (256, 512, 1024, 1024) | (2, 3, 4, 6) | 16384 | 50000    | 500000 | 256   |
+| L                 | 17x256x256| 4x8x8       | (256, 512, 1024, 1024) | (2, 3, 4, 6) | 16384 | 50000    | 500000 | 128   |
 
 tiny: the smallest run; exercises every loss term (masking, MFI, EMA VQ with restarts, GAN) in seconds. The
 GAN starts at step 1 so both of its branches run.
@@ -68,7 +68,8 @@ block.
 
 L: the paper scale, ~300M parameters (PyraTok measured 317M for 3D-MBQ-VAE); 5x32x32 tokens, codes of dim 8
 factorised from 512, expand 4, mid attention, remat per block, bf16, FSDP-ready (every parameter carries
-logical axis names). Never trained here; compiled ahead of time for TPU topologies.
+logical axis names). Never trained here; compiled ahead of time for TPU topologies: on v5p-64 (data 4 x
+fsdp 8) batch 256 (8 clips per chip) needs 88% of HBM, batch 128 fits (docs/scale.md).
 """
 
 from motionaura_jax.configs import override, vae
@@ -166,7 +167,7 @@ RUNS = {
         _accelerator(
             (256, 512, 1024, 1024), (2, 3, 4, 6), heads=16, z=512, disc=(128, 256, 512),
             data=dict(source="tfds", frames=17, size=256, read_threads=16, prefetch=32), gan_start=50000,
-            train=dict(steps=500000, batch_size=256, eval_every=10000, sample_every=10000),
+            train=dict(steps=500000, batch_size=128, eval_every=10000, sample_every=10000),
         ),
         mesh=dict(data=-1, fsdp=8),
     ),

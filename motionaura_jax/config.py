@@ -161,7 +161,12 @@ def split_overrides(argv: Iterable[str]) -> tuple[list[str], list[tuple[str, str
 
 
 def load_config(spec: str, overrides: Sequence[str | tuple[str, str]] = ()) -> ml_collections.ConfigDict:
-    """Loads an experiment and applies overrides (`"--config.a.b=v"`, `"a.b=v"` or `("a.b", "v")`)."""
+    """Loads an experiment and applies overrides (`"--config.a.b=v"`, `"a.b=v"` or `("a.b", "v")`).
+
+    For example:
+
+        config = load_config("experiments/vae.py:tiny", ["--config.train.steps=10"])
+    """
     config = load_experiment(spec)
     for override in overrides:
         if isinstance(override, tuple):

@@ -7,6 +7,10 @@
 Only what inference needs is read: the parameters (and a tokenizer's EMA codebook), through a partial Orbax
 restore of the checkpoint's train-state item. Optimizer state, discriminator and data-iterator state stay on
 disk. No trainer is imported: a run is a folder with `config.json` and `checkpoints/<step>/state`.
+
+An export folder (`motionaura export`, see `export.py`: `config.json` + safetensors) loads the same way, without
+Orbax; its tensors are checked against the model its config builds, and a missing, misshapen or damaged one is
+named in the error.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh
 
 from motionaura_jax import config as config_lib
+from motionaura_jax import export as export_lib
 from motionaura_jax import paths
 from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding as sharding_lib
@@ -34,7 +38,15 @@ log = logging.getLogger(__name__)
 
 
 class RunError(ValueError):
-    """A workdir that cannot be loaded as asked; the message names the folder and the fix."""
+    """A workdir that cannot be loaded as asked; the message names the folder and the fix.
+
+    For example:
+
+        try:
+            run = load_run("runs/not_trained_yet")
+        except RunError as error:
+            print(error)   # "no checkpoint in runs/not_trained_yet/checkpoints: train the run first ..."
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +97,42 @@ def _tiny_spec() -> InferenceSpec:
     return InferenceSpec(lambda c: TinyModel(c.model), example, {"params": "params"})
 
 
-SPECS: dict[str, Callable[[], InferenceSpec]] = {"vae": _vae_spec, "t2v": _t2v_spec, "tiny": _tiny_spec}
+def _inpaint_spec() -> InferenceSpec:
+    # The trainable tree only (adapters, segment embeddings, sketch encoder); the frozen base t2v run is
+    # named in config.inpaint.t2v_workdir and loaded on its own (pipelines/inpaint.py).
+    from motionaura_jax.models.inpaint import InpaintTrainables
+
+    def build(config):
+        i = config.inpaint
+        grid = tuple(int(g) for g in config.tokens.grid)
+        return InpaintTrainables(
+            config.model, grid, tuple(i.sketch_channels), i.finetune, int(i.lora_rank), float(i.lora_alpha)
+        )
+
+    def example(config):
+        size = int(config.data.size)
+        return (jax.ShapeDtypeStruct((1, size, size, 1), jnp.uint8),)
+
+    return InferenceSpec(build, example, {"params": "params"})
+
+
+SPECS: dict[str, Callable[[], InferenceSpec]] = {
+    "vae": _vae_spec,
+    "t2v": _t2v_spec,
+    "tiny": _tiny_spec,
+    "inpaint": _inpaint_spec,
+}
 
 
 @dataclasses.dataclass
 class Run:
-    """A run's config, its model (a Linen module) and the variables `model.apply` takes."""
+    """A run's config, its model (a Linen module) and the variables `model.apply` takes.
+
+    For example:
+
+        run = load_run("runs/vae_tiny")                                # -> Run
+        out = run.model.apply(run.variables, video_bthwc, train=False)
+    """
 
     workdir: epath.Path
     config: ml_collections.ConfigDict
@@ -167,7 +209,12 @@ def load_run(
     mesh: Mesh | None = None,
 ) -> Run:
     """The config, model and inference variables of the run in `workdir` (newest readable checkpoint, or
-    `step`). `task` ("vae", "t2v", ...) checks that the run is of the expected kind."""
+    `step`), or of an export folder (`motionaura export`). `task` ("vae", "t2v", ...) checks that the run is
+    of the expected kind.
+
+        run = load_run("runs/vae_tiny")   # or an export folder, or gs://bucket/run
+        out = run.model.apply(run.variables, video_bthwc, train=False)
+    """
     workdir = paths.absolute(workdir)  # Orbax wants absolute local paths; URLs (gs://...) stay as they are
     config = read_config(workdir, overrides)
     name = str(config.task)
@@ -178,6 +225,15 @@ def load_run(
     spec = SPECS[name]()
     mesh = mesh or _inference_mesh(config)
     model, abstract = abstract_variables(config, mesh, spec)
+    if export_lib.is_export(workdir):
+        variables, found_step = _read_export(workdir, abstract)
+        if step is not None and step != found_step:
+            raise RunError(f"{workdir} is an export of step {found_step}, not {step}")
+        return Run(
+            workdir=workdir, config=config, model=model, variables=variables, step=found_step, mesh=mesh
+        )
+    import orbax.checkpoint as ocp  # here: an export folder loads without Orbax
+
     target = {spec.collections[c]: tree for c, tree in abstract.items()}
     steps = [step] if step is not None else checkpoint_steps(workdir)
     if not steps:
@@ -206,3 +262,39 @@ def load_run(
             workdir=workdir, config=config, model=model, variables=variables, step=candidate, mesh=mesh
         )
     raise RunError(f"no readable checkpoint in {workdir / 'checkpoints'} ({'; '.join(errors)})")
+
+
+def _read_export(folder: epath.Path, abstract: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """(variables placed as `abstract` says, step) from an export folder; errors name the tensor."""
+    expected = export_lib.named_leaves(abstract)
+    try:
+        tensors = export_lib.load_tensors(folder)
+        export_lib.check_tensors(tensors, expected, str(folder))
+    except export_lib.ExportError as error:
+        raise RunError(str(error)) from error
+    placed = {name: jax.device_put(tensors[name], spec.sharding) for name, spec in expected.items()}
+    return export_lib.unflatten_variables(placed), export_lib.export_step(folder)
+
+
+def export_run(
+    workdir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    step: int | None = None,
+    max_shard_bytes: int = export_lib.DEFAULT_MAX_SHARD_BYTES,
+) -> epath.Path:
+    """Writes the run in `workdir` (newest checkpoint, or `step`) as an export folder `out`: safetensors weights
+    (sharded with an index above `max_shard_bytes`), config.json, a model card README.md (see `export.py`).
+
+        export_run("runs/vae_tiny", "exports/vae_tiny")
+        run = load_run("exports/vae_tiny")        # the same variables, read without Orbax
+    """
+    run = load_run(workdir, step=step)
+    return export_lib.write_export(
+        out,
+        config=run.config,
+        variables=run.variables,
+        step=run.step,
+        source=str(paths.as_path(workdir)),
+        max_shard_bytes=max_shard_bytes,
+    )

@@ -23,10 +23,7 @@ def _oracle(target_bthw):
     """Always predicts the target, whatever it is shown (a denoiser with the real signature)."""
 
     def denoise(ids, t_b, fps_b, text_bld, text_mask_bl):
-        assert (
-            ids.shape
-            == target_bthw.shape[:1] * (ids.shape[0] // target_bthw.shape[0]) + target_bthw.shape[1:]
-        )
+        assert ids.shape[1:] == target_bthw.shape[1:] and ids.shape[0] % target_bthw.shape[0] == 0
         reps = ids.shape[0] // target_bthw.shape[0]
         return jnp.tile(jnp.where(jax.nn.one_hot(target_bthw, K) > 0, 0.0, -1e4), (reps, 1, 1, 1, 1))
 
@@ -133,3 +130,92 @@ def test_sampling_timesteps():
     np.testing.assert_array_equal(SM.sampling_timesteps(100, 1), [99])
     with pytest.raises(ValueError, match="sampling steps"):
         SM.sampling_timesteps(100, 101)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Confidence-ordered (MaskGIT) decoding.
+
+
+@pytest.mark.parametrize("curve", SM.MASK_CURVES)
+@pytest.mark.parametrize("num_steps", [None, 7, 1])
+@pytest.mark.parametrize("guidance", [None, 3.0])
+def test_confidence_sampler_oracle_gives_its_target(curve, num_steps, guidance):
+    sched = S.make_schedule(K, 30, kind="absorbing")
+    target = jax.random.randint(jax.random.key(1), (B, *GRID), 0, K, dtype=jnp.int32)
+    text, mask, fps = _text()
+    run = jax.jit(
+        functools.partial(
+            SM.sample,
+            "confidence",
+            _oracle(target),
+            sched,
+            grid_thw=GRID,
+            num_steps=num_steps,
+            mask_curve=curve,
+            guidance_scale=guidance,
+            temperature=0.7,
+            temperature_end=0.2,
+        )
+    )
+    ids = run(jax.random.key(2), text_bld=text, text_mask_bl=mask, fps_b=fps)
+    assert ids.shape == (B, *GRID) and ids.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(ids), np.asarray(target))
+
+
+@pytest.mark.parametrize("curve", SM.MASK_CURVES)
+def test_confidence_sampler_masked_count_follows_the_curve(curve):
+    sched = S.make_schedule(K, 30, kind="absorbing")
+    n, num_tokens = 6, int(np.prod(GRID))
+    seen_masked, seen_t = [], []
+
+    def record(ids, t_b):
+        seen_masked.append(np.asarray((ids == K).sum(axis=(1, 2, 3))))
+        seen_t.append(np.asarray(t_b))
+
+    def denoise(ids, t_b, fps_b, text_bld, text_mask_bl):
+        jax.debug.callback(record, ids, t_b, ordered=True)
+        return _text_dependent(jnp.minimum(ids, K - 1), t_b, fps_b, text_bld, text_mask_bl)
+
+    text, mask, fps = _text()
+    ids = jax.jit(
+        functools.partial(
+            SM.sample_tokens_confidence, denoise, sched, grid_thw=GRID, num_steps=n, mask_curve=curve
+        )
+    )(jax.random.key(3), text_bld=text, text_mask_bl=mask, fps_b=fps)
+    jax.effects_barrier()
+    counts = SM.masked_counts(num_tokens, n, curve, sched)
+    assert counts[-1] == 0 and counts[0] < num_tokens and np.all(np.diff(counts) <= 0)
+    # The denoiser sees all-[MASK] first, then exactly the curve's count after each step, every example.
+    expected_before = np.concatenate([[num_tokens], counts[:-1]])
+    np.testing.assert_array_equal(np.stack(seen_masked), np.repeat(expected_before[:, None], B, axis=1))
+    assert np.asarray(ids).max() < K  # none left after the last step
+    # It is shown the timestep whose γ̄ matches the masked fraction: all-[MASK] is the last timestep.
+    assert seen_t[0][0] == 29 and np.all(np.diff(np.stack(seen_t)[:, 0]) <= 0)
+
+
+def test_masked_counts_curves():
+    np.testing.assert_array_equal(SM.masked_counts(100, 4, "linear"), [75, 50, 25, 0])
+    np.testing.assert_array_equal(SM.masked_counts(100, 4, "cosine"), [92, 70, 38, 0])
+    np.testing.assert_array_equal(SM.masked_counts(80, 1, "cosine"), [0])
+    sched = S.make_schedule(K, 10, kind="absorbing")
+    expected = np.floor(1000 * np.append(sched.cum_gamma[8::-1], 0.0) + 1e-9).astype(int)
+    np.testing.assert_array_equal(SM.masked_counts(1000, 10, "diffusion", sched), expected)
+    with pytest.raises(ValueError, match="mask_curve"):
+        SM.masked_counts(10, 3, "square")
+
+
+def test_confidence_sampler_refuses_mask_and_replace_and_unknown_method():
+    sched = S.make_schedule(K, 10, kind="mask_and_replace")
+    text, mask, fps = _text()
+    common = dict(grid_thw=GRID, text_bld=text, text_mask_bl=mask, fps_b=fps)
+    with pytest.raises(ValueError, match="absorbing"):
+        SM.sample("confidence", _text_dependent, sched, jax.random.key(0), **common)
+    with pytest.raises(ValueError, match="method"):
+        SM.sample("greedy", _text_dependent, sched, jax.random.key(0), **common)
+
+
+def test_step_temperatures():
+    np.testing.assert_allclose(SM.step_temperatures(3, 1.0), [1, 1, 1])
+    np.testing.assert_allclose(SM.step_temperatures(3, 1.0, 0.2), [1.0, 0.6, 0.2], rtol=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        SM.step_temperatures(3, 0.0)

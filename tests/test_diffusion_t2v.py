@@ -125,4 +125,11 @@ def test_train_then_sample(tokenizer_dir, tmp_path):
         "a red circle moving left",
         "a blue square moving up",
     ]
+    # The MaskGIT-order sampler with a temperature ramp, from the CLI.
+    args = [f"--ckpt={workdir}", "--prompt", "a red circle moving left", "--num=2", "--steps=5"]
+    args += [f"--out={tmp_path / 'conf' / 'clip.mp4'}", "--method=confidence", "--temperature_end=0.3"]
+    assert sample.main(args + [f"--tokens={tmp_path / 'conf' / 'ids.npz'}"]) == 0
+    with np.load(tmp_path / "conf" / "ids.npz") as f:
+        assert f["ids"].shape == (2, 2, 4, 4) and f["ids"].min() >= 0 and f["ids"].max() < 32
+    assert (tmp_path / "conf" / "clip_1.mp4").is_file()
     assert sample.main([f"--ckpt={tmp_path}", "--prompt", "x", f"--out={out}"]) == 2  # not a workdir

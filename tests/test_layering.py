@@ -1,5 +1,5 @@
-"""Imports point one way (DESIGN.md §3): commands -> train / eval / pipelines -> runs -> models / diffusion / data
--> parallel, with config, configs, atomic and paths as leaves every layer may use.
+"""Imports point one way (DESIGN.md §3): commands -> train / eval / pipelines -> runs -> export -> models /
+diffusion / data -> parallel, with config, configs, atomic and paths as leaves every layer may use.
 
 The package's imports are read with `ast` (imports inside functions included), not by importing it, so a
 lazy import that runs back up is caught too.
@@ -17,29 +17,33 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "motionaura_jax"
 # Layer of each top-level module or sub-package, and what it may not import.
 FORBIDDEN: dict[str, set[str]] = {
     "configs": {
-        "parallel", "models", "diffusion", "data", "runs", "pipelines", "eval", "train", "bench", "commands",
-        "cli", "atomic", "config",
+        "parallel", "models", "diffusion", "data", "runs", "export", "pipelines", "eval", "train", "bench",
+        "commands", "cli", "atomic", "config",
     },
-    "parallel": {"models", "diffusion", "data", "runs", "pipelines", "eval", "train", "bench", "commands", "cli"},
-    "models": {"diffusion", "data", "runs", "pipelines", "eval", "train", "bench", "commands", "cli"},
-    "diffusion": {"data", "runs", "pipelines", "eval", "train", "bench", "commands", "cli"},
-    "data": {"models", "diffusion", "runs", "pipelines", "eval", "train", "bench", "commands", "cli"},
+    "parallel": {
+        "models", "diffusion", "data", "runs", "export", "pipelines", "eval", "train", "bench", "commands",
+        "cli",
+    },
+    "models": {"diffusion", "data", "runs", "export", "pipelines", "eval", "train", "bench", "commands", "cli"},
+    "diffusion": {"data", "runs", "export", "pipelines", "eval", "train", "bench", "commands", "cli"},
+    "data": {"models", "diffusion", "runs", "export", "pipelines", "eval", "train", "bench", "commands", "cli"},
+    "export": {"models", "diffusion", "data", "runs", "pipelines", "eval", "train", "bench", "commands", "cli"},
     "runs": {"data", "pipelines", "eval", "train", "bench", "commands", "cli"},
     "pipelines": {"eval", "train", "bench", "commands", "cli"},
     "eval": {"train", "bench", "commands", "cli"},
     "train": {"bench", "commands", "cli"},
     "bench": {"commands", "cli"},
     "paths": {
-        "atomic", "configs", "config", "parallel", "models", "diffusion", "data", "runs", "pipelines", "eval",
-        "train", "bench", "commands", "cli",
+        "atomic", "configs", "config", "parallel", "models", "diffusion", "data", "runs", "export", "pipelines",
+        "eval", "train", "bench", "commands", "cli",
     },
     "atomic": {
-        "configs", "config", "parallel", "models", "diffusion", "data", "runs", "pipelines", "eval", "train",
-        "bench", "commands", "cli",
+        "configs", "config", "parallel", "models", "diffusion", "data", "runs", "export", "pipelines", "eval",
+        "train", "bench", "commands", "cli",
     },
     "config": {
-        "configs", "parallel", "models", "diffusion", "data", "runs", "pipelines", "eval", "train", "bench",
-        "commands", "cli",
+        "configs", "parallel", "models", "diffusion", "data", "runs", "export", "pipelines", "eval", "train",
+        "bench", "commands", "cli",
     },
 }  # fmt: skip
 

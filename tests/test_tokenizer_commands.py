@@ -5,6 +5,8 @@ repeating its last frame (and the count of real frames is kept); the decode comm
 
 The video file layer is replaced by the exact arrays (MP4 is lossy; its reader/writer has its own tests)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,50 @@ def test_encode_decode_commands_equal_the_library(tokenizer_dir, tmp_path, monke
     expected = video_io.to_uint8(tokenizer.decode_chunked(whole, 2)[0])[:11]
     assert written["video"].shape == (11, 16, 16, 3)
     np.testing.assert_array_equal(written["video"], expected)
+
+
+def test_eval_recon_values_equal_the_metric_functions(tmp_path):
+    """`motionaura eval recon` with LPIPS weights and FVD switched on: every number equals the metric function
+    applied to the same held-out clips and the tokenizer's reconstructions of them."""
+    from motionaura_jax import runs
+    from motionaura_jax.commands import eval as eval_command
+    from motionaura_jax.eval import fvd as fvd_lib
+    from motionaura_jax.eval import judge
+    from motionaura_jax.eval.image_metrics import psnr_video, ssim_video
+    from motionaura_jax.eval.recon import _iterate, temporal_l1
+    from motionaura_jax.models.lpips import LPIPS
+    from motionaura_jax.pipelines import Tokenizer
+    from tests.test_runs import _save_untrained
+    from tests.test_vae_losses import _write_random_alex
+
+    # 17-frame 32x32 clips: FVD's I3D protocol takes 16 frames, LPIPS-alex needs >= 32 px.
+    frames = ["--config.mesh.num_devices=1", "--config.data.frames=17", "--config.data.size=32"]
+    _save_untrained(config_lib.load_config("experiments/vae.py:tiny", frames), tmp_path / "vae")
+    weights = _write_random_alex(tmp_path / "lpips_alex.npz")
+    overrides = [f"--config.eval.lpips_weights={weights}", "--config.eval.fvd=true"]
+    out = tmp_path / "recon.json"
+    args = ["recon", f"--ckpt={tmp_path / 'vae'}", f"--out={out}", "--num_clips=4", *overrides]
+    assert eval_command.main([*args, "--config.eval.batch_size=3"]) == 0  # a full batch and a partial one
+    record = json.loads(out.read_text())
+
+    tokenizer = Tokenizer.load(tmp_path / "vae")
+    run_config = runs.read_config(tmp_path / "vae")  # the run's own data config, as `eval recon` reads it
+    # The same clips in the same batches (3 + 1).
+    batches = list(_iterate(run_config, 4, 3))
+    x = np.concatenate([np.asarray(b["video"], np.float32) for b in batches])
+    recon, ids = (
+        np.concatenate(r) for r in zip(*(tokenizer.reconstruct(b["video"]) for b in batches), strict=True)
+    )
+    batch = {"caption": np.concatenate([b["caption"] for b in batches])}
+    np.testing.assert_allclose(record["psnr"], np.mean(psnr_video(recon, x)), rtol=1e-5)
+    np.testing.assert_allclose(record["ssim"], np.mean(ssim_video(recon, x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(record["temporal_l1"], np.mean(temporal_l1(recon, x)), rtol=1e-5)
+    np.testing.assert_allclose(record["codebook_usage"], len(np.unique(ids)) / 32)  # K = 32
+    np.testing.assert_allclose(record["lpips"], np.mean(LPIPS.from_file(weights).video(recon, x)), rtol=1e-5)
+    np.testing.assert_allclose(record["fvd"], fvd_lib.fvd(x, recon)["fvd"], rtol=1e-4)
+    kept = judge.aggregate(
+        [judge.judge_and_score(v, str(c)) for v, c in zip(recon, batch["caption"], strict=True)]
+    )
+    assert record["shape_kept"] == kept["shape"] and record["fully_kept"] == kept["all_correct"]
+    assert record["num_clips"] == 4 and record["protocol"]["fvd"]["num_frames"] == 16
+    assert record["protocol"]["lpips"]["weights"]

@@ -3,7 +3,8 @@
 Runs every stage of the pipeline that exists in this checkout on Moving Shapes, each with its quickstart
 experiment, in WORKDIR/<task>; each stage's outputs feed the next (the text-to-video stage tokenizes with the
 tokenizer just trained). After the tokenizer it evaluates reconstructions (`eval recon`), after text-to-video it
-samples four prompts and judges them (`eval t2v`). Re-running resumes where it stopped.
+samples four prompts and judges them (`eval t2v`), after inpainting (a LoRA fine-tune of that text-to-video
+run) it inpaints 16 held-out clips and judges them (`eval inpaint`). Re-running resumes where it stopped.
 
 An override applies to every stage whose config has that key (`--config.train.steps=50` shortens them all);
 a key no stage has is an error.
@@ -23,6 +24,7 @@ from motionaura_jax import paths
 STAGES = (
     ("tokenizer", "experiments/vae.py:quickstart", "vae"),
     ("text-to-video", "experiments/t2v.py:quickstart", "t2v"),
+    ("inpainting", "experiments/inpaint.py:quickstart", "inpaint"),
 )
 FALLBACK = ("loop check (tiny)", "experiments/tiny.py", "tiny")
 
@@ -42,6 +44,8 @@ def stage_configs(root: epath.Path, overrides: list[tuple[str, str]]) -> list[tu
         config = config_lib.load_experiment(experiment)
         if task == "t2v":
             config.tokens.tokenizer_workdir = str(root / "vae")
+        if task == "inpaint":
+            config.inpaint.t2v_workdir = str(root / "t2v")
         keys = set(config_lib.all_keys(config))
         for key, value in overrides:
             if key in keys:
@@ -78,6 +82,20 @@ def _after_t2v(workdir: epath.Path, config) -> None:
     eval_command.main(["t2v", f"--videos={samples}", f"--out={samples / 'metrics.json'}"])
 
 
+def _after_inpaint(workdir: epath.Path) -> None:
+    from motionaura_jax.commands import eval as eval_command
+
+    eval_command.main(
+        [
+            "inpaint",
+            f"--ckpt={workdir}",
+            f"--out={workdir / 'eval_inpaint.json'}",
+            "--num_clips=16",
+            f"--sheet={workdir / 'inpaint_examples.png'}",
+        ]
+    )
+
+
 def main(argv: list[str]) -> int:
     rest, overrides = config_lib.split_overrides(argv)
     parser = argparse.ArgumentParser(
@@ -108,5 +126,7 @@ def main(argv: list[str]) -> int:
             _after_tokenizer(workdir)
         elif task == "t2v":
             _after_t2v(workdir, config)
+        elif task == "inpaint":
+            _after_inpaint(workdir)
         print(f"== {stage} outputs: {workdir.resolve()}", flush=True)
     return 0

@@ -4,7 +4,9 @@ Text → discrete diffusion sampler (all-[MASK] start, --steps reverse steps wit
 classifier-free guidance --guidance, --temperature) → the frozen tokenizer's decoder → a video file and a PNG
 contact sheet next to it (same stem). Several --prompt flags, or --num > 1, write one video per sample with a
 `_<i>` suffix, plus captions.jsonl (the format `motionaura eval t2v` reads). --tokens also saves the code ids.
---guidance=-1 turns guidance off (one conditional pass per step).
+--guidance=-1 turns guidance off (one conditional pass per step). --method=confidence decodes in MaskGIT's
+confidence order instead of the posterior chain (absorbing diffusion only; --mask_curve, --choice_temperature);
+--temperature_end ramps the temperature linearly over the steps.
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--fps", type=float, default=0.0, help="FPS condition and output rate (default: config)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--method", choices=("posterior", "confidence"), default=None, help="sampler (default: the config's)"
+    )
+    parser.add_argument(
+        "--temperature_end", type=float, default=None, help="last-step temperature of a linear ramp (0: none)"
+    )
+    parser.add_argument(
+        "--mask_curve",
+        choices=("cosine", "linear", "diffusion"),
+        default=None,
+        help="confidence: masked per step",
+    )
+    parser.add_argument(
+        "--choice_temperature",
+        type=float,
+        default=None,
+        help="confidence: Gumbel noise on the choice, annealed",
+    )
     parser.add_argument(
         "--tokenizer", default="", help="tokenizer workdir (default: the one it was trained on)"
     )
@@ -79,6 +99,17 @@ def main(argv: list[str]) -> int:
         )
         return 2
     s = config.sample
+    with s.unlocked():
+        for key in ("method", "temperature_end", "mask_curve", "choice_temperature"):
+            if getattr(args, key) is not None:
+                s[key] = getattr(args, key)
+    from motionaura_jax.diffusion.sampler import options_from_config
+
+    try:
+        options = options_from_config(s)
+    except ValueError as error:
+        print(f"motionaura sample: {error}", file=sys.stderr)
+        return 2
     guidance = s.guidance_scale if args.guidance is None else args.guidance
     guidance = None if guidance is not None and guidance < 0 else guidance
     fps = args.fps or float(s.fps)
@@ -90,6 +121,7 @@ def main(argv: list[str]) -> int:
         temperature=args.temperature or float(s.temperature),
         fps=fps,
         seed=args.seed,
+        **options,
     )
     videos = generator.decode(ids)
     single = len(prompts) == 1

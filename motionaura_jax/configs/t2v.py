@@ -27,7 +27,12 @@ SIZES = {
 
 
 def denoiser_config(size: str = "S", **overrides: Any) -> ml_collections.ConfigDict:
-    """`config.model` of one denoiser size ("tiny", "S", "B", "L"); keyword overrides replace fields."""
+    """`config.model` of one denoiser size ("tiny", "S", "B", "L"); keyword overrides replace fields.
+
+    For example:
+
+        model = SpectralDenoiser(denoiser_config("S", spectral_mode="global_filter"))
+    """
     if size not in SIZES:
         raise ValueError(f"unknown denoiser size {size!r}; use one of {', '.join(SIZES)}")
     width, depth, heads = SIZES[size]
@@ -112,6 +117,10 @@ def get_config() -> ml_collections.ConfigDict:
             temperature=1.0,
             fps=8.0,
             seed=0,
+            method="posterior",  # or "confidence" (MaskGIT order; absorbing only): diffusion/sampler.py
+            temperature_end=0.0,  # > 0: the temperature ramps linearly to this over the steps
+            mask_curve="cosine",  # confidence: how many stay masked after each step ("linear", "diffusion")
+            choice_temperature=4.5,  # confidence: MaskGIT's annealed Gumbel noise on the choice
         )
     )
     config.eval = ml_collections.ConfigDict(dict(num_videos=16, batch_size=8))

@@ -11,7 +11,12 @@ from motionaura_jax.configs import base, data
 
 
 def quantizer_config() -> ml_collections.ConfigDict:
-    """`model.quantizer`: the VQ codebook (models/quantizer.py)."""
+    """`model.quantizer`: the VQ codebook (models/quantizer.py).
+
+    For example:
+
+        quantizer = VectorQuantizer(quantizer_config())
+    """
     return ml_collections.ConfigDict(
         dict(
             num_codes=1024,  # K; the diffusion vocabulary is K + 1
@@ -43,7 +48,14 @@ def mask_config() -> ml_collections.ConfigDict:
 
 
 def model_config() -> ml_collections.ConfigDict:
-    """`config.model`: every key of models/vqvae.VQVAE with its default."""
+    """`config.model`: every key of models/vqvae.VQVAE with its default.
+
+    For example:
+
+        config = model_config()
+        config.channels = (16, 32, 32)
+        model = VQVAE(config)
+    """
     return ml_collections.ConfigDict(
         dict(
             channels=(32, 64, 96),
@@ -105,6 +117,15 @@ def get_config() -> ml_collections.ConfigDict:
         )
     )
     config.eval = ml_collections.ConfigDict(
-        dict(split="heldout", num_clips=32, batch_size=8, contact_sheet_clips=4, judge_colours=True)
+        dict(
+            split="heldout",
+            num_clips=32,
+            batch_size=8,
+            contact_sheet_clips=4,
+            judge_colours=True,  # Moving Shapes: judge colour, shape and direction of the reconstructions
+            lpips_weights="",  # a local LPIPS weights file (models/lpips.py); "" reports LPIPS "unavailable"
+            lpips_net="alex",
+            fvd=False,  # rFVD of reconstructions vs their clips (I3D, eval/fvd.py); needs >= 16 frames
+        )
     )
     return config

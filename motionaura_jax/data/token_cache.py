@@ -59,6 +59,9 @@ def _open_npz(path: epath.Path) -> Iterator[Any]:
 
 VideoEncoder = Callable[[np.ndarray], np.ndarray]
 TextEncoder = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+# (the batch's clip dicts, their padded video (batch_size, T, H, W, 3) in [-1, 1]) -> {name: (batch_size, ...)}
+ExtraFields = Callable[[list[dict[str, Any]], np.ndarray], dict[str, np.ndarray]]
+EXTRA_PREFIX = "extra_"
 
 
 def build_token_cache(
@@ -74,6 +77,7 @@ def build_token_cache(
     shard_size: int = 256,
     batch_size: int = 16,
     progress: bool = True,
+    extra_fields: ExtraFields | None = None,
 ) -> epath.Path:
     """Encodes `split` of the data (the first `num_clips`, 0: all) with the given frozen encoders.
 
@@ -81,7 +85,9 @@ def build_token_cache(
     encode_text: captions -> (embeddings (n, L, D), mask (n, L)).
     num_codes: the tokenizer's vocabulary K; identity: what the encoders are (tokenizer run and step, text
     encoder and its settings), recorded in spec.json so that a rebuild with other encoders refuses to mix.
-    Resumable: shards already on disk are kept. Returns the folder.
+    extra_fields: more per-clip arrays to store (e.g. inpainting's masked-video ids and sketches), computed
+    from each batch's clips and padded video; stored as `extra_<name>`, returned by `TokenCache.batch` as
+    `<name>` (describe them in `identity`). Resumable: shards already on disk are kept. Returns the folder.
     """
     from motionaura_jax.data.pipeline import make_source, to_model_range
 
@@ -137,6 +143,7 @@ def build_token_cache(
                 bar.update(stop - start)
             continue
         ids, fps, captions = [], [], []
+        extras: dict[str, list[np.ndarray]] = {}
         for first in range(start, stop, batch_size):
             last = min(stop, first + batch_size)
             clips = [source.load(i, i) for i in range(first, last)]
@@ -144,6 +151,9 @@ def build_token_cache(
             if len(clips) < batch_size:  # pad to one shape: one compile for the whole build
                 video = np.concatenate([video, np.repeat(video[-1:], batch_size - len(clips), axis=0)])
             ids.append(np.asarray(encode_video(video))[: len(clips)])
+            if extra_fields is not None:
+                for name, value in extra_fields(clips, video).items():
+                    extras.setdefault(name, []).append(np.asarray(value)[: len(clips)])
             fps.extend(float(c["fps"]) for c in clips)
             captions.extend(str(c["caption"]) for c in clips)
             if bar is not None:
@@ -162,6 +172,7 @@ def build_token_cache(
             captions=np.asarray(table),
             text=np.asarray(text, np.float32),
             text_mask=np.asarray(text_mask, bool),
+            **{EXTRA_PREFIX + name: np.concatenate(parts) for name, parts in extras.items()},
         )
     if bar is not None:
         bar.close()
@@ -194,6 +205,7 @@ class TokenCache:
             )
         self.meta = json.loads((self.folder / META_FILE).read_text())
         ids, fps, index, caption_index, captions, texts, masks = [], [], [], [], [], [], []
+        extras: dict[str, list[np.ndarray]] = {}
         for shard in range(int(self.meta["num_shards"])):
             with _open_npz(shard_path(self.folder, shard)) as f:
                 ids.append(f["ids"])
@@ -203,6 +215,9 @@ class TokenCache:
                 captions.extend(str(c) for c in f["captions"])
                 texts.append(f["text"])
                 masks.append(f["text_mask"])
+                for key in f.files:
+                    if key.startswith(EXTRA_PREFIX):
+                        extras.setdefault(key[len(EXTRA_PREFIX) :], []).append(f[key])
         self.ids = np.concatenate(ids)
         self.fps = np.concatenate(fps)
         self.index = np.concatenate(index)
@@ -210,6 +225,7 @@ class TokenCache:
         self.captions = captions
         self.text = np.concatenate(texts)
         self.text_mask = np.concatenate(masks)
+        self.extras = {name: np.concatenate(parts) for name, parts in extras.items()}
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -230,6 +246,7 @@ class TokenCache:
             "text_mask": self.text_mask[rows],
             "fps": self.fps[indices].astype(np.float32),
             "index": self.index[indices].astype(np.int32),
+            **{name: value[indices] for name, value in self.extras.items()},
         }
 
     def caption(self, i: int) -> str:

@@ -8,6 +8,18 @@ With n = T it is the full chain of VQ-Diffusion, step for step.
 Guidance: log p = log p_u + s·(log p_c − log p_u), renormalised over the K codes (s = 0: unconditional,
 s = 1: conditional), applied to p̃(z_0 | z_t) before the posterior; temperature divides the x0 logits.
 
+Two methods (`sample(method, ...)`, config key sample.method):
+  * "posterior" (`sample_tokens`): the exact reverse chain above;
+  * "confidence" (`sample_tokens_confidence`, absorbing kind only): MaskGIT's confidence-ordered decoding.
+    Step i predicts x0 for every position, draws a candidate code for each masked one (guided, at
+    temperature), and keeps the most confident candidates so that exactly m_i positions stay masked, with
+    m_i following `mask_curve` ("cosine": N·cos(π/2·(i+1)/n), MaskGIT's; "linear"; "diffusion": N·γ̄ at the
+    posterior sampler's timesteps). Confidence = log p(candidate) + choice_temperature·(1 − (i+1)/n)·Gumbel
+    (MaskGIT's annealed randomness of the choice). The denoiser is shown the timestep whose γ̄ is nearest to
+    the masked fraction it gets.
+Both take an optional temperature_end: the x0 temperature then goes linearly from `temperature` at the first
+step to `temperature_end` at the last.
+
 The denoiser is any `denoise_fn(ids_bthw, t_b, fps_b, text_bld, text_mask_bl) -> logits (B, T', H', W', K)`
 (e.g. `lambda *a: SpectralDenoiser(cfg).apply({"params": params}, *a)`); ids in [0, K], K = [MASK].
 """
@@ -89,6 +101,16 @@ def reverse_step_log_probs(
     return jnp.concatenate([log_post[..., :num_codes], mask_column], axis=-1)
 
 
+def step_temperatures(num_steps: int, temperature: float, temperature_end: float | None = None) -> np.ndarray:
+    """(n,) float32 x0 temperatures per sampling step: constant, or linear from temperature to temperature_end."""
+    end = temperature if temperature_end is None else temperature_end
+    if temperature <= 0 or end <= 0:
+        raise ValueError(f"temperatures must be > 0, got {temperature} and temperature_end={temperature_end}")
+    if num_steps == 1:
+        return np.array([temperature], np.float32)
+    return np.linspace(temperature, end, num_steps).astype(np.float32)
+
+
 def guided_log_probs(
     logits_cond: jax.Array,
     logits_uncond: jax.Array | None,
@@ -103,6 +125,41 @@ def guided_log_probs(
     return jax.nn.log_softmax(log_uncond + guidance_scale * (log_cond - log_uncond), axis=-1)
 
 
+def _x0_log_probs_fn(
+    denoise_fn: DenoiseFn,
+    text_bld: jax.Array,
+    text_mask_bl: jax.Array,
+    fps_b: jax.Array,
+    guidance_scale: float | None,
+    null_text_bld: jax.Array | None,
+    null_text_mask_bl: jax.Array | None,
+) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """(ids, t_b, temperature) -> guided log p̃(z_0 | z_t), (B, ..., K): one conditional pass, or with
+    guidance_scale two passes batched as 2B (the null text defaults to `losses.null_text`)."""
+    batch = text_bld.shape[0]
+    fps_b = jnp.asarray(fps_b, jnp.float32)
+    if guidance_scale is None:
+
+        def conditional(ids, t_b, temperature):
+            logits = denoise_fn(ids, t_b, fps_b, text_bld, text_mask_bl)
+            return guided_log_probs(logits, None, None, temperature)
+
+        return conditional
+    if null_text_bld is None:
+        null_text_bld, null_text_mask_bl = null_text(text_bld, text_mask_bl)
+    text_2bld = jnp.concatenate([text_bld, null_text_bld.astype(text_bld.dtype)], axis=0)
+    mask_2bl = jnp.concatenate([text_mask_bl.astype(bool), null_text_mask_bl.astype(bool)], axis=0)
+    fps_2b = jnp.concatenate([fps_b, fps_b], axis=0)
+
+    def guided(ids, t_b, temperature):
+        logits = denoise_fn(
+            jnp.concatenate([ids, ids], 0), jnp.concatenate([t_b, t_b], 0), fps_2b, text_2bld, mask_2bl
+        )
+        return guided_log_probs(logits[:batch], logits[batch:], guidance_scale, temperature)
+
+    return guided
+
+
 def sample_tokens(
     denoise_fn: DenoiseFn,
     schedule: DiscreteSchedule,
@@ -115,6 +172,7 @@ def sample_tokens(
     num_steps: int | None = None,
     guidance_scale: float | None = None,
     temperature: float = 1.0,
+    temperature_end: float | None = None,
     null_text_bld: jax.Array | None = None,
     null_text_mask_bl: jax.Array | None = None,
     init_ids: jax.Array | None = None,
@@ -128,32 +186,19 @@ def sample_tokens(
     ~1e-5).
     """
     batch = text_bld.shape[0]
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
     timesteps = sampling_timesteps(schedule.num_timesteps, num_steps)
     cum_t, cum_s, step_tr, _ = _transitions(schedule, timesteps)
     timesteps_j = jnp.asarray(timesteps, jnp.int32)
     num_codes, n = schedule.num_codes, len(timesteps)
-    use_cfg = guidance_scale is not None
-    if use_cfg:
-        if null_text_bld is None:
-            null_text_bld, null_text_mask_bl = null_text(text_bld, text_mask_bl)
-        text_2bld = jnp.concatenate([text_bld, null_text_bld.astype(text_bld.dtype)], axis=0)
-        mask_2bl = jnp.concatenate([text_mask_bl.astype(bool), null_text_mask_bl.astype(bool)], axis=0)
-        fps_2b = jnp.concatenate([fps_b, fps_b], axis=0)
-    fps_b = jnp.asarray(fps_b, jnp.float32)
+    temps = jnp.asarray(step_temperatures(n, temperature, temperature_end))
+    x0_log_probs = _x0_log_probs_fn(
+        denoise_fn, text_bld, text_mask_bl, fps_b, guidance_scale, null_text_bld, null_text_mask_bl
+    )
 
     def body(i: jax.Array, state: SamplerState) -> SamplerState:
         ids = state.ids
         t_b = jnp.full((batch,), timesteps_j[i], jnp.int32)
-        if use_cfg:
-            logits = denoise_fn(
-                jnp.concatenate([ids, ids], 0), jnp.concatenate([t_b, t_b], 0), fps_2b, text_2bld, mask_2bl
-            )
-            log_p_x0 = guided_log_probs(logits[:batch], logits[batch:], guidance_scale, temperature)
-        else:
-            logits = denoise_fn(ids, t_b, fps_b, text_bld, text_mask_bl)
-            log_p_x0 = guided_log_probs(logits, None, None, temperature)
+        log_p_x0 = x0_log_probs(ids, t_b, temps[i])
         pick = lambda tr: LogTransition(*(field[i] for field in tr))  # noqa: E731
         log_post = reverse_step_log_probs(
             log_p_x0,
@@ -175,3 +220,139 @@ def sample_tokens(
     state = SamplerState(step=jnp.zeros((), jnp.int32), ids=ids0, rng=rng)
     state = jax.lax.fori_loop(0, n, body, state)
     return state.ids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MaskGIT-style confidence-ordered decoding (absorbing kind).
+
+MASK_CURVES = ("cosine", "linear", "diffusion")
+METHODS = ("posterior", "confidence")
+
+
+def masked_counts(
+    num_tokens: int, num_steps: int, curve: str = "cosine", schedule: DiscreteSchedule | None = None
+) -> np.ndarray:
+    """(n,) int: how many of `num_tokens` positions are still [MASK] after each of n steps (last: 0).
+
+    Non-increasing, from below num_tokens (the first step reveals at least one position) down to 0.
+    "cosine": ⌊N·cos(π/2·(i+1)/n)⌋ (MaskGIT); "linear": ⌊N·(1 − (i+1)/n)⌋; "diffusion": ⌊N·γ̄⌋ at the
+    timesteps the posterior sampler would visit next (needs the schedule).
+    """
+    if num_steps < 1:
+        raise ValueError(f"sampling steps must be >= 1, got {num_steps}")
+    ratio = np.arange(1, num_steps + 1, dtype=np.float64) / num_steps
+    if curve == "cosine":
+        frac = np.cos(np.pi / 2 * ratio)
+    elif curve == "linear":
+        frac = 1.0 - ratio
+    elif curve == "diffusion":
+        if schedule is None:
+            raise ValueError('mask_curve="diffusion" needs the schedule')
+        timesteps = sampling_timesteps(schedule.num_timesteps, min(num_steps, schedule.num_timesteps))
+        previous = np.concatenate([timesteps[1:], [-1]])
+        frac = np.where(previous < 0, 0.0, schedule.cum_gamma[np.maximum(previous, 0)])
+        if len(frac) < num_steps:  # more steps than T: pad with the final state
+            frac = np.concatenate([frac, np.zeros(num_steps - len(frac))])
+    else:
+        raise ValueError(f"mask_curve {curve!r} is not one of {MASK_CURVES}")
+    counts = np.floor(num_tokens * frac + 1e-9).astype(np.int64)
+    counts = np.minimum(counts, num_tokens - 1)
+    counts[-1] = 0
+    return np.minimum.accumulate(np.clip(counts, 0, num_tokens))
+
+
+def timesteps_for_masked(schedule: DiscreteSchedule, masked_fraction: np.ndarray) -> np.ndarray:
+    """Timestep indices whose γ̄ is nearest to each masked fraction (what the denoiser was trained on)."""
+    gamma = schedule.cum_gamma[: schedule.num_timesteps]
+    return np.abs(gamma[None, :] - np.asarray(masked_fraction, np.float64)[:, None]).argmin(-1)
+
+
+def sample_tokens_confidence(
+    denoise_fn: DenoiseFn,
+    schedule: DiscreteSchedule,
+    rng: jax.Array,
+    *,
+    grid_thw: Sequence[int],
+    text_bld: jax.Array,
+    text_mask_bl: jax.Array,
+    fps_b: jax.Array,
+    num_steps: int | None = None,
+    guidance_scale: float | None = None,
+    temperature: float = 1.0,
+    temperature_end: float | None = None,
+    mask_curve: str = "cosine",
+    choice_temperature: float = 4.5,
+    null_text_bld: jax.Array | None = None,
+    null_text_mask_bl: jax.Array | None = None,
+) -> jax.Array:
+    """MaskGIT decoding from all-[MASK]: code ids (B, T', H', W') int32 in [0, K). Jittable like
+    `sample_tokens`. num_steps defaults to min(T, number of tokens); choice_temperature = 0 keeps the
+    plainly most probable candidates (no noise in the choice)."""
+    if not schedule.absorbing:
+        raise ValueError(
+            'the confidence sampler needs diffusion.kind="absorbing" (a mask-and-replace denoiser expects '
+            'replaced tokens it would never see); use sample.method="posterior"'
+        )
+    grid = tuple(int(g) for g in grid_thw)
+    batch, num_tokens = text_bld.shape[0], int(np.prod(grid))
+    n = int(num_steps) if num_steps else min(schedule.num_timesteps, num_tokens)
+    counts = masked_counts(num_tokens, n, mask_curve, schedule)
+    before = np.concatenate([[num_tokens], counts[:-1]]) / num_tokens
+    timesteps_j = jnp.asarray(timesteps_for_masked(schedule, before), jnp.int32)
+    counts_j = jnp.asarray(counts, jnp.int32)
+    temps = jnp.asarray(step_temperatures(n, temperature, temperature_end))
+    noise_scale = jnp.asarray(choice_temperature * (1.0 - np.arange(1, n + 1) / n), jnp.float32)
+    x0_log_probs = _x0_log_probs_fn(
+        denoise_fn, text_bld, text_mask_bl, fps_b, guidance_scale, null_text_bld, null_text_mask_bl
+    )
+    mask_id = schedule.num_codes
+
+    def body(i: jax.Array, state: SamplerState) -> SamplerState:
+        ids = state.ids
+        t_b = jnp.full((batch,), timesteps_j[i], jnp.int32)
+        log_p = x0_log_probs(ids, t_b, temps[i]).reshape(batch, num_tokens, -1)
+        rng, rng_draw, rng_choice = jax.random.split(state.rng, 3)
+        drawn = jnp.argmax(log_p + jax.random.gumbel(rng_draw, log_p.shape), axis=-1).astype(jnp.int32)
+        flat = ids.reshape(batch, num_tokens)
+        masked = flat == mask_id
+        confidence = jnp.take_along_axis(log_p, drawn[..., None], axis=-1)[..., 0]
+        confidence = confidence + noise_scale[i] * jax.random.gumbel(rng_choice, confidence.shape)
+        confidence = jnp.where(masked, confidence, jnp.inf)  # revealed positions are never masked again
+        # Rank per example (0 = least confident); the counts[i] least confident stay [MASK], exactly.
+        rank = jnp.argsort(jnp.argsort(confidence, axis=-1), axis=-1)
+        keep_masked = rank < counts_j[i]
+        new = jnp.where(masked, jnp.where(keep_masked, mask_id, drawn), flat)
+        return SamplerState(step=state.step + 1, ids=new.reshape(ids.shape), rng=rng)
+
+    ids0 = jnp.full((batch, *grid), mask_id, jnp.int32)
+    state = SamplerState(step=jnp.zeros((), jnp.int32), ids=ids0, rng=rng)
+    return jax.lax.fori_loop(0, n, body, state).ids
+
+
+def sample(method: str, *args, **kwargs) -> jax.Array:
+    """`sample_tokens` (method "posterior") or `sample_tokens_confidence` ("confidence"), same arguments;
+    options only one of them knows (mask_curve, choice_temperature; init_ids) are dropped for the other."""
+    if method == "posterior":
+        kwargs.pop("mask_curve", None)
+        kwargs.pop("choice_temperature", None)
+        return sample_tokens(*args, **kwargs)
+    if method == "confidence":
+        if kwargs.pop("init_ids", None) is not None:
+            raise ValueError("the confidence sampler starts from all-[MASK]; init_ids is not supported")
+        return sample_tokens_confidence(*args, **kwargs)
+    raise ValueError(f"sample.method {method!r} is not one of {METHODS}")
+
+
+def options_from_config(sample_cfg) -> dict:
+    """The method options of `config.sample` as keyword arguments of `T2VGenerator.tokens` / `sample`:
+    method ("posterior" | "confidence"), temperature_end (0: constant temperature), mask_curve and
+    choice_temperature (confidence only)."""
+    method = sample_cfg.method
+    if method not in METHODS:
+        raise ValueError(f"sample.method {method!r} is not one of {METHODS}")
+    end = float(sample_cfg.temperature_end)
+    options = {"method": method, "temperature_end": end if end > 0 else None}
+    if method == "confidence":
+        options["mask_curve"] = sample_cfg.mask_curve
+        options["choice_temperature"] = float(sample_cfg.choice_temperature)
+    return options

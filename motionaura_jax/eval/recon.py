@@ -4,8 +4,12 @@
   error, lower is better),
   codebook_usage (share of the K codes used over all evaluated clips), perplexity (of the code distribution
   over all clips), num_clips,
-  colour_kept (Moving Shapes: share of reconstructions whose colour the pixel judge, eval/judge.py, reads
-  right).
+  colour_kept, shape_kept, direction_kept (Moving Shapes: share of caption objects whose colour / shape /
+  direction the pixel judge, eval/judge.py, reads right in the reconstruction), fully_kept (share of
+  reconstructions with every object fully right: the judge's all_correct),
+  lpips (when `eval.lpips_weights` names a local weights file; "unavailable" otherwise),
+  fvd (reconstructions against their own clips, I3D under eval/fvd.py's pinned protocol, when `eval.fvd` is
+  true: the tokenizer's floor for generated-video FVD; clips need >= 16 frames).
 Data: the run's own data config, split `eval.split` ("heldout": unseen colour x shape x direction
 combinations); point it elsewhere with e.g. `--config.data.source=folder --config.data.path=VIDEOS`
 (then the whole folder, split "test": no random crops).
@@ -24,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from motionaura_jax.atomic import atomic_path
+from motionaura_jax.eval import lpips as lpips_lib
 from motionaura_jax.eval.image_metrics import psnr_video, ssim_protocol, ssim_video
 
 
@@ -85,10 +90,11 @@ def evaluate(
     forward = _forward(model)
     k = int(config.model.quantizer.num_codes)
     counts = np.zeros(k, np.int64)
-    psnr, ssim, tl1, colours = [], [], [], []
+    psnr, ssim, tl1, judged, lpips_values, originals, recons = [], [], [], [], [], [], []
     judge = config.data.source == "synthetic" and bool(config.eval.judge_colours)
     if judge:
         from motionaura_jax.eval.judge import judge_and_score
+    lpips_metric = lpips_lib.load_lpips(config.eval.lpips_weights or None, net=config.eval.lpips_net)
     bar = tqdm(total=num_clips, desc="eval recon", leave=False, disable=num_clips <= batch_size)
     for batch in _iterate(config, num_clips, batch_size):
         x = jnp.asarray(batch["video"], jnp.float32)
@@ -99,7 +105,12 @@ def evaluate(
         counts += np.bincount(np.asarray(ids).reshape(-1), minlength=k)
         if judge:
             for video, caption in zip(np.asarray(recon), batch["caption"], strict=True):
-                colours.append(judge_and_score(video, str(caption))["colour"])
+                judged.append(judge_and_score(video, str(caption)))
+        if lpips_metric is not None:
+            lpips_values.append(np.asarray(lpips_metric.video(recon, x)))
+        if config.eval.fvd:
+            originals.append(np.asarray(x))
+            recons.append(np.asarray(recon))
         bar.update(x.shape[0])
     bar.close()
     if not psnr:
@@ -116,14 +127,27 @@ def evaluate(
         "perplexity": float(np.exp(-np.sum(nz * np.log(nz)))),
         "num_clips": int(sum(len(p) for p in psnr)),
     }
-    if colours:
-        metrics["colour_kept"] = float(np.mean(colours))
+    if judged:
+        from motionaura_jax.eval.judge import aggregate
+
+        kept = aggregate(judged)
+        for name in ("colour", "shape", "direction"):
+            metrics[f"{name}_kept"] = float(kept[name])
+        metrics["fully_kept"] = float(kept["all_correct"])
+    metrics["lpips"] = float(np.mean(np.concatenate(lpips_values))) if lpips_values else lpips_lib.UNAVAILABLE
     details = {
+        "lpips_protocol": lpips_lib.protocol(lpips_metric),
         "psnr_per_clip": np.concatenate(psnr).tolist(),
         "split": _eval_split(config),
         "codes_used": int(np.sum(counts > 0)),
         "num_codes": k,
     }
+    if config.eval.fvd:
+        from motionaura_jax.eval.fvd import fvd
+
+        result = fvd(np.concatenate(originals), np.concatenate(recons), progress=len(psnr) > 1)
+        metrics["fvd"] = float(result["fvd"])
+        details["fvd_protocol"] = result["protocol"]
     return metrics, details
 
 
@@ -142,9 +166,9 @@ def contact_sheet(videos: list[np.ndarray], frames: int = 6) -> np.ndarray:
 
 def write_contact_sheet(
     model, variables: dict, config: ml_collections.ConfigDict, path: str | os.PathLike
-) -> None:
+) -> np.ndarray:
     """PNG: for each of `eval.contact_sheet_clips` held-out clips, a row of originals then a row of
-    reconstructions."""
+    reconstructions. Returns the image (uint8 (H, W, 3))."""
     from PIL import Image
 
     n = int(config.eval.contact_sheet_clips)
@@ -157,18 +181,24 @@ def write_contact_sheet(
     image = contact_sheet(videos)
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
+    return image
 
 
 def protocol(config: ml_collections.ConfigDict, details: dict[str, Any]) -> dict[str, Any]:
     """How the numbers of `evaluate` were taken, for the report next to them."""
-    from motionaura_jax.eval import lpips as lpips_lib
-
-    return {
+    record = {
         "data": {k: config.data[k] for k in ("source", "path", "frames", "size") if k in config.data},
         "split": details["split"],
         "psnr": "per frame over [-1, 1] (data_range 2), averaged over frames then clips",
         "ssim": ssim_protocol(),
         "temporal_l1": "mean |(recon_t - recon_{t-1}) - (x_t - x_{t-1})| over [-1, 1]",
         "codebook": f"{details['codes_used']} of {details['num_codes']} codes used over all evaluated clips",
-        "lpips": lpips_lib.protocol(None)["reason"],
+        "lpips": details["lpips_protocol"],
+        "fvd": details.get("fvd_protocol", "off (set eval.fvd=true; needs clips of >= 16 frames)"),
     }
+    if config.data.source == "synthetic" and config.eval.judge_colours:
+        record["judge"] = (
+            "pixel judge (eval/judge.py) on each reconstruction against its clip's caption: *_kept are fractions "
+            "of caption objects with that attribute right, fully_kept the fraction of clips with all of them right"
+        )
+    return record

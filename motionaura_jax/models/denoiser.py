@@ -71,6 +71,12 @@ class DenoiserBlock(nn.Module):
     config: ml_collections.ConfigDict
     grid_thw: tuple[int, int, int]
     deterministic: bool = True
+    # Inpainting layout (see `SpectralDenoiser`): `num_grids` token grids of `grid_thw` (target, then context),
+    # then `num_extra` unpositioned tokens (sketch). The defaults are the text-to-video sequence.
+    num_grids: int = 1
+    num_extra: int = 0
+    context_rope: str = "aligned"
+    context_mixing: str = "per_grid"
 
     @nn.compact
     def __call__(
@@ -93,12 +99,16 @@ class DenoiserBlock(nn.Module):
 
         if has_mixer:
             shift_mix, scale_mix, gate_mix = mods[6:]
-            mixed = spectral.SpectralMixer(mode, self.grid_thw, name="mixer")(
-                norm("norm_mix", x_bld, shift_mix, scale_mix)
-            )
+            normed = norm("norm_mix", x_bld, shift_mix, scale_mix)
+            if self.num_grids == 1 and self.num_extra == 0:
+                mixed = spectral.SpectralMixer(mode, self.grid_thw, name="mixer")(normed)
+            else:
+                mixed = self._mix_grids(mode, normed)
             x_bld = x_bld + gate_mix * mixed
 
         rope = attn.video_rope(cfg.rope, self.grid_thw, head_dim, cfg.rope_theta)
+        if rope is not None and (self.num_grids > 1 or self.num_extra):
+            rope = self._sequence_rope(rope)
         mha = dict(
             num_heads=cfg.heads,
             head_dim=head_dim,
@@ -123,11 +133,85 @@ class DenoiserBlock(nn.Module):
         x_bld = x_bld + gate_ffn * dropout(y, deterministic=self.deterministic)
         return constrain(x_bld.astype(dtype), attn.TOKENS), None
 
+    def _mix_grids(self, mode: str, normed_bld: jax.Array) -> jax.Array:
+        """The spectral mixer of an inpainting sequence: the FFT mixers assume one token grid, so each grid
+        (target, context) is mixed on its own ("per_grid") or only the target is ("target_only"); the sketch
+        tokens have no (h, w) grid and are never mixed (their update is zero). One "mixer" call, so the
+        text-to-video parameter names (and a global filter's weights) are shared by every grid."""
+        b, _, d = normed_bld.shape
+        t, h, w = self.grid_thw
+        n = t * h * w
+        grids = self.num_grids if self.context_mixing == "per_grid" else 1
+        if self.context_mixing not in ("per_grid", "target_only"):
+            raise ValueError(f"context_mixing={self.context_mixing!r}: use per_grid or target_only")
+        tokens = normed_bld[:, : grids * n]
+        if mode == "global_filter":  # per frame over (h, w): grids stacked along time are mixed apart
+            mixed = spectral.SpectralMixer(mode, (grids * t, h, w), name="mixer")(tokens)
+        else:  # fnet_mix over (tokens, channels): one FFT per grid
+            mixed = spectral.SpectralMixer(mode, self.grid_thw, name="mixer")(tokens.reshape(b * grids, n, d))
+            mixed = mixed.reshape(b, grids * n, d)
+        rest = normed_bld.shape[1] - grids * n
+        return jnp.concatenate([mixed, jnp.zeros((b, rest, d), mixed.dtype)], axis=1)
+
+    def _sequence_rope(self, rope_grid: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """RoPE of [target ; context ; extra]: context tokens take the positions of the target tokens they
+        sit under ("aligned") or no rotation ("none"); extra (sketch) tokens are never rotated."""
+        if self.context_rope not in ("aligned", "none"):
+            raise ValueError(f"context_rope={self.context_rope!r}: use aligned or none")
+        cos, sin = rope_grid
+        identity = (jnp.ones_like(cos), jnp.zeros_like(sin))
+        context = rope_grid if self.context_rope == "aligned" else identity
+        parts = [rope_grid] + [context] * (self.num_grids - 1)
+        if self.num_extra:
+            parts.append(
+                (
+                    jnp.ones((self.num_extra, cos.shape[1]), cos.dtype),
+                    jnp.zeros((self.num_extra, sin.shape[1]), sin.dtype),
+                )
+            )
+        return jnp.concatenate([p[0] for p in parts]), jnp.concatenate([p[1] for p in parts])
+
+
+class SegmentEmbeddings(nn.Module):
+    """Learned embeddings of the inpainting segments {target, context, sketch} (`SEGMENTS`), added to the
+    tokens of each. New parameters, absent from a text-to-video run, in their own submodule
+    ("inpaint_segments") so that a fine-tune can train them beside frozen denoiser weights. The target row
+    starts at zero, so a fresh model sees target tokens exactly as the text-to-video model did."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        def init(rng, shape, dtype=jnp.float32):
+            table = nn.initializers.normal(0.02)(rng, shape, dtype)
+            return table.at[0].set(0.0)
+
+        return self.param(
+            "embedding", layers.partitioned(init, (None, "embed")), (len(SEGMENTS), self.width), jnp.float32
+        )
+
+
+SEGMENTS = ("target", "context", "sketch")
+
 
 class SpectralDenoiser(nn.Module):
-    """p̃(z_0 | z_t, t, fps, text) as logits over the K codes; see the module docstring."""
+    """p̃(z_0 | z_t, t, fps, text) as logits over the K codes; see the module docstring.
+
+    Inpainting (paper_notes §5.1): with `context_ids_bthw` (ids of the masked video, the target's grid) and/or
+    `extra_tokens_bsd` (sketch tokens already at the denoiser width) the sequence is [target ; context ;
+    extra], each segment plus its `SegmentEmbeddings` row; the logits are read out on the target only, so
+    the output shape is unchanged. Without them the computation is the text-to-video one, bit for bit.
+    `context_rope` ("aligned": context tokens take the RoPE positions of the target tokens they sit under;
+    "none") and `context_mixing` ("per_grid" / "target_only", see `DenoiserBlock._mix_grids`) are switches.
+
+        model = SpectralDenoiser(denoiser_config("tiny"))
+        params = model.init(jax.random.PRNGKey(0), ids_bthw, t_b, fps_b, text_bld, text_mask_bl)
+        logits = model.apply(params, ids_bthw, t_b, fps_b, text_bld, text_mask_bl)   # (B, T', H', W', K)
+    """
 
     config: ml_collections.ConfigDict
+    context_rope: str = "aligned"
+    context_mixing: str = "per_grid"
 
     def _check_inputs(self, ids, t_b, fps_b, text_bld, text_mask_bl) -> None:
         cfg = self.config
@@ -159,10 +243,24 @@ class SpectralDenoiser(nn.Module):
         text_mask_bl: jax.Array,
         *,
         deterministic: bool = True,
+        context_ids_bthw: jax.Array | None = None,
+        extra_tokens_bsd: jax.Array | None = None,
     ) -> jax.Array:
         cfg = self.config
         _check_config(cfg)
         self._check_inputs(ids_bthw, t_b, fps_b, text_bld, text_mask_bl)
+        if context_ids_bthw is not None and context_ids_bthw.shape != ids_bthw.shape:
+            raise ValueError(
+                f"SpectralDenoiser: context_ids {context_ids_bthw.shape} must have the target's shape "
+                f"{ids_bthw.shape} (the masked video is encoded by the same tokenizer)"
+            )
+        if extra_tokens_bsd is not None and (
+            extra_tokens_bsd.ndim != 3 or extra_tokens_bsd.shape[::2] != (ids_bthw.shape[0], cfg.width)
+        ):
+            raise ValueError(
+                f"SpectralDenoiser: extra_tokens {extra_tokens_bsd.shape} must be ({ids_bthw.shape[0]}, S, "
+                f"width={cfg.width})"
+            )
         dtype = layers.dtype_from_name(cfg.dtype)
         b, t, h, w = ids_bthw.shape
         num_codes, width = cfg.vocab_size, cfg.width
@@ -176,6 +274,17 @@ class SpectralDenoiser(nn.Module):
             embedding_init=layers.partitioned(nn.initializers.normal(0.02), ("vocab", "embed")),
         )
         x = constrain(embed(ids_bthw.reshape(b, t * h * w)), attn.TOKENS)
+        num_grids, num_extra = 1, 0
+        if context_ids_bthw is not None or extra_tokens_bsd is not None:
+            segments = SegmentEmbeddings(width, name="inpaint_segments")().astype(dtype)
+            parts = [x + segments[0]]
+            if context_ids_bthw is not None:
+                parts.append(embed(context_ids_bthw.reshape(b, t * h * w)) + segments[1])
+                num_grids = 2
+            if extra_tokens_bsd is not None:
+                parts.append(extra_tokens_bsd.astype(dtype) + segments[2])
+                num_extra = extra_tokens_bsd.shape[1]
+            x = constrain(jnp.concatenate(parts, axis=1), attn.TOKENS)
 
         keep = text_mask_bl[:, :, None]
         text = layers.dense(
@@ -194,6 +303,13 @@ class SpectralDenoiser(nn.Module):
         if cfg.remat:
             block_cls = nn.remat(block_cls, prevent_cse=not cfg.scan_layers)
         block_kwargs = dict(config=cfg, grid_thw=(t, h, w), deterministic=deterministic)
+        if num_grids > 1 or num_extra:
+            block_kwargs.update(
+                num_grids=num_grids,
+                num_extra=num_extra,
+                context_rope=self.context_rope,
+                context_mixing=self.context_mixing,
+            )
         if cfg.scan_layers:
             stack = nn.scan(
                 block_cls,
@@ -208,6 +324,7 @@ class SpectralDenoiser(nn.Module):
             for i in range(cfg.depth):
                 x, _ = block_cls(name=f"block_{i}", **block_kwargs)(x, c, text, text_mask_bl)
 
+        x = x[:, : t * h * w]  # the read-out is the target's (a no-op for text-to-video)
         x = layers.layer_norm("final_norm")(x).astype(dtype)
         logits = layers.dense(
             num_codes, ("embed", "vocab"), "head", dtype=dtype, kernel_init=attn.TRANSFORMER_KERNEL_INIT

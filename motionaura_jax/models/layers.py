@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from motionaura_jax.parallel import sharding as sharding_lib
+
 Names = tuple[str | None, ...]
 Dtype = Any
 Initializer = Any  # jax.nn.initializers.Initializer: (key, shape, dtype) -> array
@@ -51,8 +53,9 @@ def dtype_from_name(name: str | Dtype) -> jnp.dtype:
 
 
 def partitioned(init: Initializer, names: Names) -> Initializer:
-    """`init` whose parameter carries the logical axis names `names` (one per dimension)."""
-    return nn.with_logical_partitioning(init, names)
+    """`init` whose parameter carries the logical axis names `names` (one per dimension); the box also converts
+    to an NNX Variable with or without a mesh (`sharding.LogicallyPartitioned`)."""
+    return sharding_lib.with_logical_partitioning(init, names)
 
 
 def dense(

@@ -186,9 +186,16 @@ class LPIPS:
         return cls(params_from_torch_names(_read_arrays(path), net), net=net, source=os.path.basename(path))
 
     def distance(self, x_nhwc: np.ndarray, y_nhwc: np.ndarray) -> np.ndarray:
-        return np.asarray(
+        out = np.asarray(
             self._apply(self.variables, jnp.asarray(x_nhwc, jnp.float32), jnp.asarray(y_nhwc, jnp.float32))
         )
+        if np.isnan(out).any() and np.isfinite(x_nhwc).all() and np.isfinite(y_nhwc).all():
+            # Frames too small leave a deep feature map empty, and its spatial mean is NaN.
+            raise ValueError(
+                f"LPIPS-{self.net}: {x_nhwc.shape[1]}x{x_nhwc.shape[2]} px frames are too small for the "
+                "network's deepest features; use frames of at least 32 px"
+            )
+        return out
 
     def video(self, x_bthwc: np.ndarray, y_bthwc: np.ndarray) -> np.ndarray:
         x, y = np.asarray(x_bthwc), np.asarray(y_bthwc)

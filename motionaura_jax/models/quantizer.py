@@ -116,7 +116,12 @@ class QuantizerOutput:
 
 class VectorQuantizer(nn.Module):
     """Config keys: num_codes, code_dim, l2_normalize, ema, decay, eps, beta, restart (bool),
-    restart_threshold (fraction of the average per-code count below which a code is dead)."""
+    restart_threshold (fraction of the average per-code count below which a code is dead).
+
+        quantizer = VectorQuantizer(quantizer_config())           # configs/vae.py
+        variables = quantizer.init(jax.random.PRNGKey(0), z_bthwc)
+        q = quantizer.apply(variables, z_bthwc)                    # QuantizerOutput: .ids, .z_q, ...
+    """
 
     config: ml_collections.ConfigDict
 
@@ -141,7 +146,7 @@ class VectorQuantizer(nn.Module):
             embedding = self.variable(
                 "vq",
                 "embedding",
-                nn.with_logical_partitioning(
+                sharding_lib.with_logical_partitioning(
                     lambda: init_codes(self.make_rng("params"), (k, cd)), ("codebook", None)
                 ),
             )
@@ -150,15 +155,17 @@ class VectorQuantizer(nn.Module):
             cluster_size = self.variable(
                 "vq",
                 "cluster_size",
-                nn.with_logical_partitioning(lambda: jnp.zeros((k,), jnp.float32), ("codebook",)),
+                sharding_lib.with_logical_partitioning(lambda: jnp.zeros((k,), jnp.float32), ("codebook",)),
             )
             embed_sum = self.variable(
-                "vq", "embed_sum", nn.with_logical_partitioning(lambda: embedding.value, ("codebook", None))
+                "vq",
+                "embed_sum",
+                sharding_lib.with_logical_partitioning(lambda: embedding.value, ("codebook", None)),
             )
             codes = embedding.value
         else:
             codes = self.param(
-                "codebook", nn.with_logical_partitioning(init_codes, ("codebook", None)), (k, cd)
+                "codebook", sharding_lib.with_logical_partitioning(init_codes, ("codebook", None)), (k, cd)
             )
             if c.l2_normalize:
                 codes = l2_normalize(codes)

@@ -250,7 +250,7 @@ class SpectralMixer(nn.Module):
         t, h, w = self.grid_thw
         if t * h * w != length:
             raise ValueError(f"SpectralMixer: {length} tokens do not form the grid {self.grid_thw}")
-        init = nn.with_logical_partitioning(
+        init = sharding_lib.with_logical_partitioning(
             nn.initializers.normal(self.filter_init_std), (None, None, "embed")
         )
         filter_real = self.param("filter_real", init, (h, w // 2 + 1, d), jnp.float32)

@@ -191,7 +191,12 @@ class MFIHead(nn.Module):
 
 class VQVAE(nn.Module):
     """`__call__(x, train)` -> dict(recon, ids, z, vq_loss, mfi_logits, metrics); `encode`, `decode`,
-    `decode_ids` for inference (streamable through the "cache" collection)."""
+    `decode_ids` for inference (streamable through the "cache" collection).
+
+        model = VQVAE(vae_model_config())                        # configs/vae.py: model_config()
+        variables = model.init(jax.random.PRNGKey(0), video_bthwc)  # {"params", "vq"}
+        out = model.apply(variables, video_bthwc, train=False)
+    """
 
     config: ml_collections.ConfigDict
 

@@ -54,6 +54,8 @@ def make_mesh(
 ) -> Mesh:
     """Builds a mesh with explicit `AxisType.Auto` axes (classic sharding-propagation semantics).
 
+        mesh = make_mesh({"data": -1, "fsdp": 4})   # (data, fsdp, tensor, sequence) over all devices
+
     `mesh_config.num_devices` (optional, -1 = all) restricts the mesh to the first N devices, which is how tests
     train "unsharded" on one device beside sharded runs in the same process.
     """

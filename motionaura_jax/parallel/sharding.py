@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MeshAxes = str | tuple[str, ...] | None
 Rules = Sequence[tuple[str, MeshAxes]]
@@ -103,6 +104,53 @@ def logical_to_spec(
     return PartitionSpec(*spec)
 
 
+class LogicallyPartitioned(nn.LogicallyPartitioned):
+    """`nn.LogicallyPartitioned` (same Linen behaviour) that also converts cleanly to an NNX Variable.
+
+    `flax.nnx.bridge.ToNNX` turns a box into a Variable with `out_sharding=names`, and Flax NNX places such a
+    Variable at creation ("eager sharding"), which needs a mesh and rules that map our logical names: without
+    them `lazy_init` fails ("An auto mesh context or metadata is required ..."). This box instead hands NNX:
+    - outside `use_mesh`: the names as metadata only (eager_sharding=False), so the model runs without a mesh;
+    - inside `use_mesh(mesh, rules)`: the names, the mesh and the rules resolved for this shape (a dimension its
+      mesh axes do not divide is replicated, as in `logical_to_spec`), so NNX places it as our trainer would.
+    """
+
+    def to_nnx_metadata(self) -> dict[str, Any]:
+        # Flax's own `to_nnx_metadata` renames fields in `vars(self)` itself, emptying the box: work on a copy.
+        metadata = dict(vars(self))
+        metadata["out_sharding"] = metadata.pop("names")
+        metadata["sharding_rules"] = metadata.pop("rules")
+        active = _ACTIVE.get()
+        if active is None:
+            metadata["eager_sharding"] = False
+            return metadata
+        mesh, rules = active
+        names = tuple(self.names)
+        spec = tuple(logical_to_spec(names, self.value.shape, mesh, rules))
+        spec += (None,) * (len(names) - len(spec))
+        named = [n for n in names if n is not None]
+        if len(set(named)) == len(named):
+            metadata["sharding_rules"] = tuple(
+                (n, a) for n, a in zip(names, spec, strict=True) if n is not None
+            )
+        else:  # a name used twice cannot map per name: hand over the resolved mesh axes
+            metadata["out_sharding"] = PartitionSpec(*spec)
+            metadata["sharding_rules"] = None
+        metadata["mesh"] = mesh
+        metadata["eager_sharding"] = True
+        return metadata
+
+
+def with_logical_partitioning(fn: Any, names: Sequence[str | None]) -> Any:
+    """`nn.with_logical_partitioning` with our box (see `LogicallyPartitioned`): `fn`'s result carries `names`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return LogicallyPartitioned(fn(*args, **kwargs), tuple(names))
+
+    return wrapper
+
+
 def _is_box(x: Any) -> bool:
     return isinstance(x, nn.meta.AxisMetadata)
 
@@ -151,8 +199,22 @@ _ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.Context
 
 @contextlib.contextmanager
 def use_mesh(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
-    """Within this block, `constrain` applies sharding constraints on `mesh` with `rules`."""
+    """Within this block, `constrain` applies sharding constraints on `mesh` with `rules`, and our modules'
+    parameters created through `flax.nnx.bridge.ToNNX` are placed on `mesh` by `rules` (see
+    `LogicallyPartitioned`).
+
+        with use_mesh(mesh):                   # any jax.sharding.Mesh; rules default to DEFAULT_RULES
+            model = bridge.ToNNX(VQVAE(config), rngs=nnx.Rngs(0))
+            bridge.lazy_init(model, video_bthwc)
+    """
     validate_rules(rules)
+    explicit = [n for n, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t == AxisType.Explicit]
+    if explicit:  # jax.make_mesh's default: `constrain` (with_sharding_constraint) needs Auto axes
+        raise ShardingRuleError(
+            f"use_mesh: the mesh axes {explicit} are Explicit; our models constrain activations by logical names, "
+            "which needs Auto axes: build the mesh with jax.make_mesh(shape, names, "
+            "axis_types=(jax.sharding.AxisType.Auto,) * len(names)) or motionaura_jax.make_mesh({...})"
+        )
     token = _ACTIVE.set((mesh, tuple(rules)))
     try:
         yield

@@ -20,7 +20,7 @@ import numpy as np
 
 from motionaura_jax import atomic, paths, runs
 from motionaura_jax.data.video_io import to_uint8, write_examples
-from motionaura_jax.diffusion.sampler import sample_tokens
+from motionaura_jax.diffusion import sampler as sampler_lib
 from motionaura_jax.diffusion.schedule import schedule_from_config
 from motionaura_jax.models.denoiser import SpectralDenoiser
 from motionaura_jax.pipelines.tokenizer import Tokenizer
@@ -47,10 +47,26 @@ def prompt_encoder(
     return encode
 
 
+def sampling_kwargs(sample_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`T2VGenerator.tokens` / `videos` keyword arguments from a run's `config.sample` group."""
+    return dict(
+        num_steps=int(sample_cfg.num_steps),
+        guidance_scale=sample_cfg.guidance_scale,
+        temperature=float(sample_cfg.temperature),
+        fps=float(sample_cfg.fps),
+        seed=int(sample_cfg.seed),
+        **sampler_lib.options_from_config(sample_cfg),
+    )
+
+
 class T2VGenerator:
     """Prompts -> videos with a trained denoiser, its frozen tokenizer (decoder) and its frozen text encoder.
 
-    `params` can be swapped (the training loop's sample/eval hooks reuse one generator across steps)."""
+    `params` can be swapped (the training loop's sample/eval hooks reuse one generator across steps).
+
+        generator = T2VGenerator.load("runs/t2v_tiny")
+        videos = generator.videos(["a red circle moving left"], num_steps=50)   # (B, T, H, W, 3) uint8
+    """
 
     def __init__(
         self,
@@ -90,15 +106,16 @@ class T2VGenerator:
         """(embeddings, mask) of the prompts, padded to the text length the denoiser was trained on."""
         return prompt_encoder(self.config, int(self.config.tokens.text_len) or None)(prompts)
 
-    def _sampler(self, num_steps: int, guidance_scale: float | None, temperature: float):
-        key = (num_steps, guidance_scale, temperature)
+    def _sampler(self, num_steps: int, guidance_scale: float | None, temperature: float, options: dict):
+        key = (num_steps, guidance_scale, temperature, tuple(sorted(options.items())))
         if key not in self._samplers:
 
             def run(params, rng, text, mask, fps):
                 def denoise(ids, t_b, fps_b, text_bld, mask_bl):
                     return self.model.apply({"params": params}, ids, t_b, fps_b, text_bld, mask_bl)
 
-                return sample_tokens(
+                return sampler_lib.sample(
+                    options.get("method", "posterior"),
                     denoise,
                     self.schedule,
                     rng,
@@ -109,6 +126,7 @@ class T2VGenerator:
                     num_steps=num_steps,
                     guidance_scale=guidance_scale,
                     temperature=temperature,
+                    **{k: v for k, v in options.items() if k != "method"},
                 )
 
             self._samplers[key] = jax.jit(run)
@@ -123,12 +141,15 @@ class T2VGenerator:
         temperature: float = 1.0,
         fps: float = 8.0,
         seed: int = 0,
+        **options: Any,
     ) -> np.ndarray:
-        """Code ids (B, T', H', W') for the prompts."""
+        """Code ids (B, T', H', W') for the prompts. options: method ("posterior" | "confidence"),
+        temperature_end, mask_curve, choice_temperature (diffusion/sampler.py `sample`);
+        `sampler_options(config.sample)` gives a run's own."""
         text, mask = self.encode_prompts(prompts)
         fps_b = jnp.full((len(prompts),), fps, jnp.float32)
         guidance = None if guidance_scale is None else float(guidance_scale)
-        run = self._sampler(int(num_steps), guidance, float(temperature))
+        run = self._sampler(int(num_steps), guidance, float(temperature), options)
         return np.asarray(
             run(self.params, jax.random.PRNGKey(seed), jnp.asarray(text), jnp.asarray(mask), fps_b)
         )

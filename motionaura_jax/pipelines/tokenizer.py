@@ -76,7 +76,14 @@ def pad_to_causal_length(video_thwc: np.ndarray, temporal: int) -> np.ndarray:
 
 class Tokenizer:
     """A trained 3D-MBQ-VAE: `encode` videos to code ids and `decode` ids to videos (jitted, whole clips),
-    plus the chunked forms for long videos."""
+    plus the chunked forms for long videos.
+
+    For example:
+
+        tokenizer = Tokenizer.load("runs/vae_tiny")
+        ids = tokenizer.encode(video_bthwc)      # (B, T', H', W') int32
+        video = tokenizer.decode(ids)            # (B, T, H, W, 3) float32 in [-1, 1]
+    """
 
     def __init__(self, model: VQVAE, variables: dict[str, Any], config=None):
         self.model, self.variables, self.config = model, variables, config

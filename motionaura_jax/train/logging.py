@@ -1,7 +1,9 @@
-"""Metrics from process 0: JSON lines (`metrics.jsonl`) and TensorBoard (tensorboardX), local or at a URL."""
+"""Metrics from process 0: JSON lines (`metrics.jsonl`) and TensorBoard (tensorboardX: scalars, and the sample hooks'
+contact sheets and GIFs), local or at a URL."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -14,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 
 import jax
+import numpy as np
 
 from motionaura_jax import atomic, paths
 
@@ -103,6 +106,28 @@ class MetricWriter:
             if time.monotonic() - self._last_upload >= self._upload_every_s:
                 self.flush()
 
+    def write_images(self, step: int, images: Mapping[str, np.ndarray], fps: float = 8.0) -> None:
+        """Samples in TensorBoard's Images tab, beside the scalars: an (H, W, 3) array as a PNG (contact sheets),
+        a (T, H, W, 3) one as an animated GIF at `fps`. uint8, or float in [-1, 1]. Local or URL workdirs alike
+        (URL events are synced on `flush`)."""
+        if not self.enabled or self._tb is None:
+            return
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        for tag, array in images.items():
+            pixels = _to_uint8(np.asarray(array))
+            if pixels.ndim == 3:
+                self._tb.add_image(tag, pixels, int(step), dataformats="HWC")
+            elif pixels.ndim == 4:
+                t, h, w, _ = pixels.shape
+                image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=_gif(pixels, fps))
+                summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+                self._tb._get_file_writer().add_summary(summary, int(step))
+            else:
+                raise ValueError(
+                    f"write_images: {tag!r} has shape {pixels.shape}; want (H, W, 3) or (T, H, W, 3)"
+                )
+
     def flush(self) -> None:
         """Makes everything written so far durable in the workdir (a no-op beyond a flush on a local folder)."""
         if not self.enabled:
@@ -129,6 +154,23 @@ class MetricWriter:
         if self._tb_local is not None:
             shutil.rmtree(self._tb_local, ignore_errors=True)
         self._tb = None
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    return np.round((np.clip(pixels.astype(np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def _gif(frames_thwc: np.ndarray, fps: float) -> bytes:
+    """An animated GIF of uint8 frames (what TensorBoard's Images tab plays)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    images = [Image.fromarray(frame) for frame in frames_thwc]
+    duration = max(20, int(round(1000.0 / max(fps, 1e-3))))
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+    return buffer.getvalue()
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:

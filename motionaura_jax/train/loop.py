@@ -100,6 +100,13 @@ def init_state(setup: Setup) -> Any:
         return init(setup.init_rng)
 
 
+def batch_field_sharding(setup: Setup, key: str, global_shape: tuple[int, ...]) -> NamedSharding:
+    """The sharding of one global batch field: the task's `batch_axes[key]` (default: batch dim first)."""
+    return sharding_lib.batch_sharding(
+        setup.mesh, len(global_shape), setup.task.batch_axes.get(key), setup.rules, global_shape
+    )
+
+
 def _global_batch(host_batch: Mapping[str, np.ndarray], setup: Setup) -> dict[str, jax.Array]:
     """Host-local numpy fields -> global jax.Arrays on the mesh (strings stay on the host)."""
     batch = {}
@@ -108,14 +115,31 @@ def _global_batch(host_batch: Mapping[str, np.ndarray], setup: Setup) -> dict[st
         if value.dtype.kind not in "biuf":
             continue
         global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
-        sharding = sharding_lib.batch_sharding(
-            setup.mesh, value.ndim, setup.task.batch_axes.get(key), setup.rules, global_shape
-        )
+        sharding = batch_field_sharding(setup, key, global_shape)
         batch[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return batch
 
 
-def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
+def jit_train_step(setup: Setup, batch_shardings: Mapping[str, NamedSharding]) -> Any:
+    """The jitted step `(state, batch, step) -> (state, metrics)` that `motionaura train` runs and `motionaura
+    compile` (train/aot.py) compiles ahead of time: the task's step on `fold_in(train_rng, step)`, the state in
+    and out on its shardings and donated, the batch on `batch_shardings`, the step and metrics replicated.
+    Trace it inside `sharding_lib.use_mesh(setup.mesh, setup.rules)` (activation constraints)."""
+    replicated = NamedSharding(setup.mesh, PartitionSpec())
+    train_rng = setup.train_rng
+
+    def step_fn(state, batch, step):
+        return setup.task.train_step(state, batch, jax.random.fold_in(train_rng, step), step)
+
+    return jax.jit(
+        step_fn,
+        in_shardings=(setup.state_shardings, dict(batch_shardings), replicated),
+        out_shardings=(setup.state_shardings, replicated),
+        donate_argnums=0,
+    )
+
+
+def check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
     """Global batch -> per-host batch, with clear errors for sizes that do not split."""
     global_batch = int(config.train.batch_size)
     if global_batch % jax.process_count():
@@ -185,7 +209,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     # --- mesh, task, sharded abstract state --------------------------------------------------------------------
     setup = build(config)
     mesh = setup.mesh
-    _check_batch_size(config, mesh)
+    check_batch_size(config, mesh)
     n_params = _count(setup.task.params_of(setup.abstract_state))
     state_bytes = sharding_lib.bytes_per_device(setup.abstract_state)
     log.info(
@@ -222,12 +246,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
         state, start_step = init_state(setup), 0
     train_rng = setup.train_rng
 
-    # --- step --------------------------------------------------------------------------------------------------
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def step_fn(state, batch, step):
-        return setup.task.train_step(state, batch, jax.random.fold_in(train_rng, step), step)
-
+    # --- step (jit_train_step: the same jit `motionaura compile` compiles) ---------------------------------------
     compiled_step = None
 
     def meta() -> dict:
@@ -260,13 +279,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                 batch = _global_batch(next(data), setup)
                 data_wait += time.perf_counter() - wait_start
                 if compiled_step is None:
-                    batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
-                    compiled_step = jax.jit(
-                        step_fn,
-                        in_shardings=(setup.state_shardings, batch_shardings, replicated),
-                        out_shardings=(setup.state_shardings, replicated),
-                        donate_argnums=0,
-                    )
+                    compiled_step = jit_train_step(setup, {k: v.sharding for k, v in batch.items()})
                 if step == profile_start and profile_steps > 0:
                     profile_folder = _profile_folder(workdir)
                     jax.profiler.start_trace(profile_folder)
@@ -326,7 +339,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                     and setup.task.sample_fn
                     and (step % sample_every == 0 or step == total_steps)
                 ):
-                    setup.task.sample_fn(state, step, workdir)
+                    samples = setup.task.sample_fn(state, step, workdir)
+                    if samples:  # contact sheets / videos, in TensorBoard beside the metrics
+                        writer.write_images(step, samples)
 
                 if save_now and step != last_saved:
                     writer.flush()  # metrics up to this step are stored before the checkpoint that holds it

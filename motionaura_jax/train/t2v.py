@@ -28,9 +28,10 @@ from jax.sharding import Mesh
 from motionaura_jax import paths
 from motionaura_jax.data import token_cache
 from motionaura_jax.data.token_cache import TokenCache
+from motionaura_jax.data.video_io import contact_sheet
 from motionaura_jax.diffusion.losses import corrupt, diffusion_losses, drop_text
 from motionaura_jax.diffusion.schedule import schedule_from_config
-from motionaura_jax.pipelines.t2v import T2VGenerator, prompt_encoder, write_videos
+from motionaura_jax.pipelines.t2v import T2VGenerator, prompt_encoder, sampling_kwargs, write_videos
 from motionaura_jax.train.state import TrainState, make_optimizer
 from motionaura_jax.train.task import Task
 
@@ -171,19 +172,19 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         generator["g"].params = params
         return generator["g"]
 
-    def sample_fn(state: TrainState, step: int, workdir: epath.Path) -> None:
+    def sample_fn(state: TrainState, step: int, workdir: epath.Path) -> dict[str, np.ndarray]:
         s = config.sample
         prompts = list(s.prompts)
         out = paths.as_path(workdir) / "samples" / f"step_{step:07d}"
-        videos = get_generator(state.params).videos(
-            prompts,
-            num_steps=s.num_steps,
-            guidance_scale=s.guidance_scale,
-            temperature=s.temperature,
-            fps=s.fps,
-            seed=s.seed,
-        )
+        videos = get_generator(state.params).videos(prompts, **sampling_kwargs(s))
         write_videos(out, videos, prompts, fps=s.fps)
+        # For TensorBoard (the loop logs them): each video as a GIF, and all of them as one contact sheet.
+        logged = {
+            f"samples/{i:02d}_{p[:40].replace(' ', '_')}": v
+            for i, (p, v) in enumerate(zip(prompts, videos, strict=True))
+        }
+        logged["samples/contact_sheet"] = np.concatenate([contact_sheet(v) for v in videos], axis=0)
+        return logged
 
     def eval_fn(state: TrainState, step: int, workdir: epath.Path) -> dict[str, float]:
         from motionaura_jax.eval import judge
@@ -195,14 +196,7 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         scores = []
         for start in range(0, len(prompts), int(e.batch_size)):
             chunk = prompts[start : start + int(e.batch_size)]
-            videos = gen.videos(
-                chunk,
-                num_steps=s.num_steps,
-                guidance_scale=s.guidance_scale,
-                temperature=s.temperature,
-                fps=s.fps,
-                seed=s.seed + start,
-            )
+            videos = gen.videos(chunk, **dict(sampling_kwargs(s), seed=s.seed + start))
             scores.extend(judge.judge_and_score(v, c) for v, c in zip(videos, chunk, strict=True))
         metrics = judge.aggregate(scores)
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -213,4 +207,11 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         make_data=make_data,
         eval_fn=eval_fn,
         sample_fn=sample_fn,
+        batch_spec=lambda batch: {  # the fields of TokenCache.batch
+            "ids": jax.ShapeDtypeStruct((batch, *grid), jnp.int32),
+            "text": jax.ShapeDtypeStruct((batch, text_len, text_dim), jnp.float32),
+            "text_mask": jax.ShapeDtypeStruct((batch, text_len), jnp.bool_),
+            "fps": jax.ShapeDtypeStruct((batch,), jnp.float32),
+            "index": jax.ShapeDtypeStruct((batch,), jnp.int32),
+        },
     )

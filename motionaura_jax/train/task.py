@@ -37,8 +37,11 @@ class Task:
     make_data: (process_index, process_count) -> this host's iterator.
     batch_axes: logical axes per batch field (default: first dim "act_batch", the rest replicated).
     eval_fn / sample_fn: host-side hooks every `train.eval_every` / `train.sample_every` steps; eval_fn returns
-      scalars that are logged with an "eval/" prefix, sample_fn writes files under the workdir.
+      scalars that are logged with an "eval/" prefix, sample_fn writes files under the workdir and may return
+      {tag: uint8 image (H, W, 3) or video (T, H, W, 3)} that the loop logs to TensorBoard (`write_images`).
     params_of: picks the parameters out of the state for the parameter count (default: `state.params`).
+    batch_spec: global batch size -> {field: jax.ShapeDtypeStruct} of the numeric fields `make_data` yields
+      (global shapes), so the step can be compiled ahead of time without data (`motionaura compile`).
     """
 
     init_state: Callable[[jax.Array], Any]
@@ -48,5 +51,6 @@ class Task:
     make_data: Callable[[int, int], HostIterator]
     batch_axes: Mapping[str, tuple[str | None, ...]] = dataclasses.field(default_factory=dict)
     eval_fn: Callable[[Any, int, epath.Path], dict[str, float]] | None = None
-    sample_fn: Callable[[Any, int, epath.Path], None] | None = None
+    sample_fn: Callable[[Any, int, epath.Path], Mapping[str, np.ndarray] | None] | None = None
     params_of: Callable[[Any], Any] = lambda state: state.params
+    batch_spec: Callable[[int], dict[str, jax.ShapeDtypeStruct]] | None = None

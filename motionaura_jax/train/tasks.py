@@ -13,6 +13,7 @@ TASKS = {
     "tiny": "motionaura_jax.train.tiny:make_task",
     "vae": "motionaura_jax.train.vae:make_task",
     "t2v": "motionaura_jax.train.t2v:make_task",
+    "inpaint": "motionaura_jax.train.inpaint:make_task",
 }
 
 

@@ -114,4 +114,14 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
     def eval_fn(state: TrainState, step: int, workdir) -> dict[str, float]:
         return {"loss": float(eval_loss(state.params))}
 
-    return Task(init_state=init_state, train_step=train_step, make_data=make_data, eval_fn=eval_fn)
+    def batch_spec(batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+        d = config.data
+        return {
+            "x": jax.ShapeDtypeStruct((batch, d.length, d.in_dim), jnp.float32),
+            "y": jax.ShapeDtypeStruct((batch, d.length, d.out_dim), jnp.float32),
+            "index": jax.ShapeDtypeStruct((batch,), jnp.int32),
+        }
+
+    return Task(
+        init_state=init_state, train_step=train_step, make_data=make_data, eval_fn=eval_fn, batch_spec=batch_spec
+    )

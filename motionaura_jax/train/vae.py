@@ -255,11 +255,12 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         metrics, _ = recon.evaluate(model, {"params": state.params, "vq": state.vq}, config)
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
-    def sample_fn(state: VAEState, step: int, workdir: epath.Path) -> None:
+    def sample_fn(state: VAEState, step: int, workdir: epath.Path) -> dict[str, np.ndarray]:
         from motionaura_jax.eval import recon
 
         path = paths.as_path(workdir) / "samples" / f"recon_{step:07d}.png"
-        recon.write_contact_sheet(model, {"params": state.params, "vq": state.vq}, config, path)
+        sheet = recon.write_contact_sheet(model, {"params": state.params, "vq": state.vq}, config, path)
+        return {"samples/recon": sheet}  # the loop logs it to TensorBoard
 
     return Task(
         init_state=init_state,
@@ -268,6 +269,12 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         eval_fn=eval_fn,
         sample_fn=sample_fn,
         batch_axes={"video": ("act_batch", None, None, None, None)},
+        batch_spec=lambda batch: {
+            "video": jax.ShapeDtypeStruct(
+                (batch, int(config.data.frames), int(config.data.size), int(config.data.size), 3), jnp.float32
+            ),
+            "fps": jax.ShapeDtypeStruct((batch,), jnp.float32),
+        },
     )
 
 

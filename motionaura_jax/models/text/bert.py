@@ -32,6 +32,13 @@ from motionaura_jax.parallel.sharding import DEFAULT_RULES, Rules, constrain
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
+    """A BERT encoder's shape (all-MiniLM-L6-v2's by default; `bert_config_from_hf` reads an HF config.json).
+
+    For example:
+
+        encoder = BertEncoder(BertConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64))
+    """
+
     vocab_size: int = 30522
     hidden_size: int = 384
     num_layers: int = 6
@@ -170,7 +177,13 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """ids (B, L) int, mask (B, L) bool -> token states (B, L, hidden) (no pooler)."""
+    """ids (B, L) int, mask (B, L) bool -> token states (B, L, hidden) (no pooler).
+
+    For example:
+
+        encoder = BertEncoder(BertConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64))
+        states = encoder.apply(encoder.init(jax.random.PRNGKey(0), ids_bl, mask_bl), ids_bl, mask_bl)
+    """
 
     config: BertConfig
 

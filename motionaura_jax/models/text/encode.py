@@ -169,6 +169,10 @@ def encode_text(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings_bld float32, mask_bl bool) for `prompts`. With `cache_dir`, prompts already encoded by the
     same encoder at the same max length are read from disk; the encoder is loaded only if one is missing.
+
+    For example:
+
+        embeddings, mask = encode_text(["a red circle moving left"], encoder="minilm", max_length=16)
     """
     if isinstance(prompts, str):
         raise TypeError("prompts must be a sequence of strings, got a single string; wrap it in a list")

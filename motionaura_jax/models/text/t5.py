@@ -241,7 +241,13 @@ class T5Block(nn.Module):
 
 
 class T5Encoder(nn.Module):
-    """ids (B, L) int, mask (B, L) bool -> hidden states (B, L, d_model) after the final norm."""
+    """ids (B, L) int, mask (B, L) bool -> hidden states (B, L, d_model) after the final norm.
+
+    For example:
+
+        encoder = T5Encoder(t5_config("tiny"))     # load_t5_encoder(...) for Hugging Face weights
+        states = encoder.apply(encoder.init(jax.random.PRNGKey(0), ids_bl, mask_bl), ids_bl, mask_bl)
+    """
 
     config: T5Config
 

@@ -1,0 +1,78 @@
+"""Sketch-guided inpainting experiments (paper_notes §5); the defaults are motionaura_jax/configs/inpaint.py.
+
+    motionaura train --config=experiments/inpaint.py:tiny --workdir=runs/inpaint_tiny \
+        --config.inpaint.t2v_workdir=runs/t2v_tiny
+    motionaura inpaint --ckpt=runs/inpaint_tiny --video=in.mp4 --mask=8,4,14,12 --sketch=sketch.png \
+        --prompt="a red circle moving left" --out=out.mp4
+
+    motionaura train --config=experiments/inpaint.py:quickstart --workdir=runs/quickstart/inpaint
+    motionaura eval inpaint --ckpt=runs/quickstart/inpaint --out=inpaint_metrics.json
+    motionaura eval inpaint --ckpt=runs/quickstart/t2v --out=inpaint_none.json     # the no-fine-tune arm
+
+| arg             | base run                 | clips        | fine-tune            | sketch encoder      | steps |
+|-----------------|--------------------------|--------------|----------------------|---------------------|-------|
+| tiny            | t2v.py:tiny (given)      | 16 5x16²     | LoRA r=1 (default)   | conv (8,16,16) → 16 tok | 3     |
+| quickstart      | runs/quickstart/t2v      | 2048 17x32²  | LoRA r=4 (default)   | conv (16,32,64,64) → 16 tok | 800   |
+| quickstart_full | as quickstart            | 2048 17x32²  | full fine-tune       | as quickstart       | 800   |
+
+quickstart is the stage after t2v.py:quickstart in `motionaura quickstart` (budget: at most 8 more minutes on
+2 CPU cores; one step at batch 32 measured 1.9 s on a machine at load 10, so expect ~0.5 s unloaded: check).
+
+Choices where the paper is silent (each a switch under `config.inpaint`):
+- Sequence [z_t ; z_m ; sketch tokens] through the frozen text-to-video denoiser; z_t is the target's ids
+  corrupted across t (the paper draws the T endpoint), z_m the ids of the masked video (object mask dilated by
+  `mask_dilate` px, blacked out, encoded by the frozen tokenizer), clean.
+- Learned segment embeddings for {target, context, sketch} (`models/denoiser.SegmentEmbeddings`, the target's
+  row starting at zero so the base model is unchanged at init); context tokens take the RoPE positions of the
+  target tokens they sit under (`context_rope="aligned"`, or "none"); sketch tokens are not rotated.
+- The FFT mixers assume one token grid: global_filter / fnet_mix mix the target and context grids apart
+  (`context_mixing="per_grid"`, or "target_only"); sketch tokens are never mixed by them. qkv_fft2 attention
+  runs over the whole sequence (it takes any length). Self-attention is joint over all three segments.
+- Trainable: LoRA adapters on q/k/v/out of self- and cross-attention and both FFN linears (models/lora.py
+  default targets and rank), the conv sketch encoder + MLP projector, the segment embeddings. Frozen: the
+  denoiser, the tokenizer, the text encoder (`finetune="full"` trains every denoiser weight instead: an arm).
+- Loss: the t2v stage's diffusion loss, read out on the target half only; every target token is corrupted
+  (`corrupt_region="all"`, the paper) or only the region's, the rest given clean ("masked", which matches
+  `motionaura inpaint --paste_every_step`); the text is dropped with p = 0.1 for classifier-free guidance.
+- Inference: sample the target from all-[MASK], then paste back the tokens outside the region; the pasted
+  tokens are the input video's own (`paste_from="input"`), which keeps the preserved region at the
+  tokenizer's reconstruction quality (z_m's boundary tokens see the blacked-out pixels); "masked" pastes z_m.
+"""
+
+from motionaura_jax.configs import inpaint, override
+
+_TINY = dict(
+    data=dict(source="synthetic", num_clips=16),
+    tokens=dict(shard_size=16, batch_size=8),
+    inpaint=dict(sketch_channels=(8, 16, 16), mask_dilate=1),
+    train=dict(steps=3, batch_size=4, lr=1e-3, warmup=1, log_every=1, ckpt_every=0),
+    sample=dict(num_clips=1, num_steps=4, guidance_scale=2.0),
+    eval=dict(num_clips=2, batch_size=2),
+)
+_QUICKSTART = dict(
+    data=dict(source="synthetic", num_clips=2048),
+    tokens=dict(shard_size=512, batch_size=32),
+    inpaint=dict(t2v_workdir="runs/quickstart/t2v", sketch_channels=(16, 32, 64, 64), mask_dilate=2),
+    train=dict(
+        steps=800, batch_size=32, lr=1e-3, warmup=50, log_every=50, ckpt_every=400, eval_every=0,
+        sample_every=400,
+    ),
+    sample=dict(num_clips=4, num_steps=50, guidance_scale=3.0),
+    eval=dict(num_clips=64, batch_size=16),
+)  # fmt: skip
+
+RUNS = {
+    "tiny": _TINY,
+    "quickstart": _QUICKSTART,
+    "quickstart_full": dict(_QUICKSTART, inpaint=dict(_QUICKSTART["inpaint"], finetune="full")),
+}
+
+
+def get_config(arg: str | None = None):
+    if arg not in RUNS:
+        raise ValueError(
+            f"experiments/inpaint.py: unknown arg {arg!r}; use one of {', '.join(RUNS)} (inpaint.py:ARG)"
+        )
+    config = inpaint.get_config()
+    override(config, RUNS[arg])
+    return config

@@ -1,0 +1,61 @@
+"""The sketch-guided inpainting stage: every key with its default (paper_notes §5; choices documented in
+experiments/inpaint.py).
+
+`model`, `diffusion` and the text settings of `tokens` are the frozen text-to-video run's: train/inpaint.py
+copies them from `inpaint.t2v_workdir`'s config.json on first use (like t2v fills its grid from the token
+cache), so the saved config.json alone rebuilds the inpainter.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from motionaura_jax.configs import base, data
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Every key of the inpaint stage with its default; experiments/inpaint.py overrides sizes."""
+    config = base.get_config("inpaint")
+    config.model = ml_collections.ConfigDict()  # the t2v run's denoiser config (filled)
+    config.diffusion = ml_collections.ConfigDict()  # the t2v run's diffusion config (filled)
+    # Clips with per-frame object masks and a sketch (Moving Shapes by default); frames and size are the t2v
+    # run's (filled) so the token grid matches the one the denoiser was trained on.
+    config.data = data.get_config(size=32, with_masks=True)
+    config.tokens = ml_collections.ConfigDict(
+        dict(
+            tokenizer_workdir="",  # filled: the t2v run's tokenizer
+            cache="",  # default: <t2v_workdir>/inpaint_cache_<split>
+            split="train",
+            num_clips=0,
+            shard_size=256,
+            batch_size=16,
+            text_encoder="minilm",  # filled: the t2v run's text encoder settings
+            text_model_dir="",
+            text_max_length=0,
+            text_cache_dir="",
+            grid=(),  # filled
+            text_len=0,  # filled
+        )
+    )
+    config.inpaint = ml_collections.ConfigDict(
+        dict(
+            t2v_workdir="",  # the frozen text-to-video run (required)
+            t2v_step=0,  # filled: the step of the base run the adapters were trained on
+            finetune="lora",  # "lora" (the paper: frozen denoiser + adapters) or "full" (every denoiser weight)
+            lora_rank=0,  # 0: lora.default_rank(width) = clip(width // 32, 1, 32)
+            lora_alpha=0.0,  # 0: alpha = rank (scale 1)
+            sketch_channels=(16, 32, 64),  # conv sketch encoder stages (each after the first halves H, W)
+            mask_dilate=2,  # pixels the object mask grows by before blacking out (and paste-back)
+            context_rope="aligned",  # context tokens' RoPE: "aligned" with the target positions, or "none"
+            context_mixing="per_grid",  # FFT mixers: "per_grid" (target, context apart) or "target_only"
+            corrupt_region="all",  # corrupt "all" target tokens (the paper) or only the "masked" region's
+            paste_from="input",  # paste-back source outside the region: "input" ids (z_in) or "masked" (z_m)
+        )
+    )
+    config.train.update(dict(steps=1000, batch_size=16, lr=1e-3, weight_decay=0.0))
+    config.train.text_drop_prob = 0.1
+    config.sample = ml_collections.ConfigDict(
+        dict(num_clips=4, split="heldout", num_steps=50, guidance_scale=3.0, temperature=1.0, fps=8.0, seed=0)
+    )
+    config.eval = ml_collections.ConfigDict(dict(num_clips=16, batch_size=8, split="heldout"))
+    return config

@@ -1,0 +1,106 @@
+"""The trainable side of sketch-guided inpainting (paper_notes §5): what a fine-tune of the frozen
+text-to-video denoiser adds and trains, as one Linen module whose `init` builds exactly that tree.
+
+    trainables = InpaintTrainables(denoiser_cfg, sketch_channels=(16, 32, 64), finetune="lora", lora_rank=4)
+    params = trainables.init(rng, sketch_bhw1)["params"]
+        # {"sketch": conv encoder + MLP, "segments": {"embedding": (3, D)}, "lora": adapters}  (finetune="lora")
+        # {"sketch", "segments", "denoiser": a full copy of the denoiser's params}            (finetune="full")
+    tokens_bsd = trainables.apply({"params": params}, sketch_bhw1)       # sketch tokens at the denoiser width
+    logits = SpectralDenoiser(denoiser_cfg).apply(
+        {"params": denoiser_params(params, base_params, lora_config)},
+        z_t, t_b, fps_b, text, mask, context_ids_bthw=z_m, extra_tokens_bsd=tokens_bsd)
+
+The frozen parts (the text-to-video run's denoiser params, the tokenizer, the text encoder) are never in this
+tree: a train state holds only what trains, and `runs.load_run` of an inpaint run restores only this tree
+(the base run is named in the config and loaded on its own). The LoRA adapters are `models/lora.py`'s
+(targets, rank, logical names), created under "lora" from the abstract shapes of the base denoiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from motionaura_jax.models import lora as lora_lib
+from motionaura_jax.models.denoiser import SegmentEmbeddings, SpectralDenoiser, example_inputs
+from motionaura_jax.models.sketch import ConvSketchEncoder
+
+FINETUNES = ("lora", "full")
+
+
+def lora_config_for(denoiser_cfg: ml_collections.ConfigDict, rank: int = 0, alpha: float = 0.0):
+    """The adapters' config: `rank` 0 = `lora.default_rank(width)`; `alpha` 0 = rank (scale 1)."""
+    fields: dict[str, Any] = {}
+    if rank:
+        fields["rank"] = int(rank)
+    if alpha:
+        fields["alpha"] = float(alpha)
+    return lora_lib.denoiser_lora_config(denoiser_cfg, **fields)
+
+
+def abstract_denoiser_params(denoiser_cfg: ml_collections.ConfigDict, grid_thw=(1, 2, 2)) -> Any:
+    """Boxed ShapeDtypeStructs of a text-to-video denoiser's params (nothing allocated). Only a global
+    filter's weights depend on the grid, so pass the real grid for spectral_mode=global_filter."""
+    inputs = example_inputs(denoiser_cfg, 1, tuple(grid_thw), 2, abstract=True)
+    return jax.eval_shape(SpectralDenoiser(denoiser_cfg).init, jax.random.key(0), *inputs)["params"]
+
+
+class InpaintTrainables(nn.Module):
+    """Creates (init) and applies (sketch -> tokens) the trainable parameters of an inpainting fine-tune."""
+
+    denoiser_config: ml_collections.ConfigDict
+    grid_thw: tuple[int, int, int]
+    sketch_channels: tuple[int, ...] = (16, 32, 64)
+    finetune: str = "lora"
+    lora_rank: int = 0
+    lora_alpha: float = 0.0
+
+    @nn.compact
+    def __call__(self, sketch_bhw1: jax.Array) -> jax.Array:
+        cfg = self.denoiser_config
+        if self.finetune not in FINETUNES:
+            raise ValueError(f"inpaint finetune={self.finetune!r}: use one of {', '.join(FINETUNES)}")
+        SegmentEmbeddings(int(cfg.width), name="segments")()
+        if self.finetune == "lora":
+            lora_cfg = lora_config_for(cfg, self.lora_rank, self.lora_alpha)
+            grid = tuple(self.grid_thw)
+            self.param(
+                "lora", lambda rng: lora_lib.init_lora(rng, abstract_denoiser_params(cfg, grid), lora_cfg)
+            )
+        else:
+            inputs = example_inputs(cfg, 1, tuple(self.grid_thw), 2)
+            if self.is_initializing():  # a full copy, overwritten by the base run's values before training
+                SpectralDenoiser(cfg, name="denoiser")(*inputs)
+        encoder = ConvSketchEncoder(int(cfg.width), tuple(self.sketch_channels), name="sketch")
+        return encoder(sketch_bhw1)
+
+
+def denoiser_params(
+    trainable: Mapping[str, Any], base: Mapping[str, Any] | None, lora_cfg: lora_lib.LoraConfig | None
+) -> dict[str, Any]:
+    """The params the SpectralDenoiser applies with: base + adapters merged (LoRA), or the trained full copy,
+    plus the segment embeddings under "inpaint_segments". Differentiable in `trainable`; `base` is only read,
+    so a step that never differentiates it leaves it bit-identical."""
+    if "lora" in trainable:
+        if base is None or lora_cfg is None:
+            raise ValueError("LoRA inpainting params need the base denoiser params and the LoRA config")
+        params = lora_lib.merge(base, trainable["lora"], lora_cfg)
+    elif "denoiser" in trainable:
+        params = dict(trainable["denoiser"])
+    else:
+        raise ValueError(
+            f"not inpainting params: top-level keys {sorted(trainable)} (expected lora or denoiser)"
+        )
+    return {**params, "inpaint_segments": trainable["segments"]}
+
+
+def sketch_tokens(
+    module: InpaintTrainables, trainable: Mapping[str, Any], sketch_bhw1: jax.Array
+) -> jax.Array:
+    """(B, S', width) sketch tokens (the conv encoder + MLP) of `trainable`'s "sketch" params."""
+    return module.apply({"params": trainable}, jnp.asarray(sketch_bhw1))

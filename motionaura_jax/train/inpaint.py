@@ -1,0 +1,307 @@
+"""The sketch-guided inpainting stage on the generic loop: a LoRA fine-tune of the frozen text-to-video
+denoiser on [z_t ; z_m ; sketch tokens] (paper_notes §5; the choices are listed in experiments/inpaint.py).
+
+    motionaura train --config=experiments/inpaint.py:tiny --workdir=runs/inpaint_tiny \
+        --config.inpaint.t2v_workdir=runs/t2v_tiny
+
+The base run (`inpaint.t2v_workdir`) is loaded with `runs.load_run` (parameters only) and never trained: its
+denoiser config, diffusion config, tokenizer and text encoder are copied into this config on first use, so the
+saved config.json rebuilds the inpainter (`pipelines.inpaint.Inpainter.load(workdir)`).
+
+Data are a token cache (`data/token_cache.py`) of clips with object masks and sketches, built once with the
+frozen tokenizer: ids of the clip (target), ids of the clip with its dilated object mask blacked out
+(context), the token region the mask covers, the sketch, the caption's embedding.
+
+The train state holds what trains, `params` = {"lora" (or "denoiser" for finetune="full"), "segments",
+"sketch"} with its AdamW state, and the frozen base params in `base` (an input of every step, returned as
+they came: bit-identical). One step: drop the text with p = train.text_drop_prob, draw t and z_t ~ q(z_t|z_0)
+on the target ids, run the denoiser on the whole sequence, take the t2v diffusion loss on the target logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+from jax.sharding import Mesh
+
+from motionaura_jax import paths, runs
+from motionaura_jax.data import token_cache
+from motionaura_jax.data.token_cache import TokenCache
+from motionaura_jax.diffusion.losses import corrupt, diffusion_losses, drop_text
+from motionaura_jax.diffusion.schedule import schedule_from_config
+from motionaura_jax.models.denoiser import SpectralDenoiser
+from motionaura_jax.models.inpaint import (
+    InpaintTrainables,
+    abstract_denoiser_params,
+    denoiser_params,
+    lora_config_for,
+)
+from motionaura_jax.pipelines.inpaint import dilate_masks, masked_video, token_region
+from motionaura_jax.pipelines.t2v import prompt_encoder
+from motionaura_jax.train.state import TrainState, make_optimizer
+from motionaura_jax.train.task import Task
+
+log = logging.getLogger("motionaura")
+
+
+@flax.struct.dataclass
+class InpaintState(TrainState):
+    """`params` (the trainable tree) and its optimizer state, plus the frozen base denoiser params."""
+
+    base: Any = None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Config: what the frozen base run fixes
+
+
+def fill_from_t2v(config: ml_collections.ConfigDict) -> None:
+    """Copies the base run's denoiser, diffusion, tokenizer, text encoder, clip geometry and token grid into
+    `config` (once: a saved inpaint config already has them)."""
+    i = config.inpaint
+    if "width" in config.model:
+        return
+    if not i.t2v_workdir:
+        raise ValueError(
+            "inpaint needs the frozen text-to-video run: set --config.inpaint.t2v_workdir=T2V_WORKDIR"
+        )
+    base = runs.read_config(i.t2v_workdir)
+    if str(base.task) != "t2v":
+        raise ValueError(f"inpaint.t2v_workdir={i.t2v_workdir} holds a {str(base.task)!r} run, not a t2v one")
+    steps = runs.checkpoint_steps(i.t2v_workdir)
+    if not steps:
+        raise ValueError(f"inpaint.t2v_workdir={i.t2v_workdir} has no checkpoint: train the t2v run first")
+    i.t2v_workdir = os.fspath(paths.absolute(i.t2v_workdir))
+    i.t2v_step = int(steps[0])
+    config.model = ml_collections.ConfigDict(base.model.to_dict())
+    config.diffusion = ml_collections.ConfigDict(base.diffusion.to_dict())
+    for key in ("text_encoder", "text_model_dir", "text_max_length", "text_cache_dir", "grid", "text_len"):
+        config.tokens[key] = base.tokens[key]
+    config.tokens.tokenizer_workdir = os.fspath(paths.absolute(base.tokens.tokenizer_workdir))
+    config.data.frames, config.data.size = int(base.data.frames), int(base.data.size)
+
+
+def cache_dir(config: ml_collections.ConfigDict) -> epath.Path:
+    t = config.tokens
+    if t.cache:
+        return paths.as_path(t.cache)
+    return paths.as_path(config.inpaint.t2v_workdir) / f"inpaint_cache_{t.split}"
+
+
+def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int):
+    """The token cache's inpainting fields of a batch: context_ids (ids of the masked video), region (token
+    region of the dilated mask) and sketch (uint8 (H, W))."""
+
+    def fields(clips: list[dict[str, Any]], video: np.ndarray) -> dict[str, np.ndarray]:
+        if "masks" not in clips[0] or "sketch" not in clips[0]:
+            raise ValueError(
+                "inpaint data need per-frame object masks and a sketch per clip: use data.source=synthetic "
+                "(Moving Shapes) or a tfds dataset built with masks, with data.with_masks=True"
+            )
+        pad = len(video) - len(clips)
+        masks = np.stack([c["masks"] for c in clips] + [clips[-1]["masks"]] * pad)
+        sketch = np.stack([c["sketch"] for c in clips] + [clips[-1]["sketch"]] * pad)
+        region_px = dilate_masks(masks, mask_dilate)
+        return {
+            "context_ids": np.asarray(encode_video(masked_video(video, region_px)), np.int32),
+            "region": token_region(region_px, temporal, spatial),
+            "sketch": sketch.astype(np.uint8),
+        }
+
+    return fields
+
+
+def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
+    """The inpainting token cache of this config, built first when missing or unfinished (one process)."""
+    folder = cache_dir(config)
+    if not token_cache.is_complete(folder):
+        if jax.process_count() > 1:
+            raise RuntimeError(
+                f"inpaint cache {folder} is missing or unfinished; build it with one process first"
+            )
+        from motionaura_jax.pipelines.tokenizer import Tokenizer
+
+        t = config.tokens
+        log.info("building inpaint cache %s from tokenizer %s", folder, t.tokenizer_workdir)
+        run = runs.load_run(t.tokenizer_workdir, task="vae")
+        tokenizer = Tokenizer.from_run(run)
+        temporal, spatial = tokenizer.compression
+        token_cache.build_token_cache(
+            folder,
+            encode_video=tokenizer.encode,
+            encode_text=prompt_encoder(config, int(t.text_len) or None),
+            num_codes=tokenizer.num_codes,
+            identity={
+                "tokenizer_workdir": os.fspath(paths.absolute(t.tokenizer_workdir)),
+                "tokenizer_step": run.step,
+                "text_encoder": t.text_encoder,
+                "text_model_dir": str(t.text_model_dir or ""),
+                "text_len": int(t.text_len),
+                "inpaint_fields": "context_ids,region,sketch",
+                "mask_dilate": int(config.inpaint.mask_dilate),
+            },
+            data_cfg=config.data,
+            split=t.split,
+            num_clips=int(t.num_clips),
+            shard_size=int(t.shard_size),
+            batch_size=int(t.batch_size),
+            extra_fields=extra_fields(tokenizer.encode, int(config.inpaint.mask_dilate), temporal, spatial),
+        )
+    cache = TokenCache(folder)
+    grid = tuple(int(g) for g in config.tokens.grid)
+    if cache.grid != grid:
+        raise ValueError(
+            f"inpaint cache {folder} has token grid {cache.grid} but the base t2v run was trained on {grid}; "
+            "use clips of the t2v run's frames and size (data.frames, data.size)"
+        )
+    return cache
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Model pieces and the step
+
+
+def build_models(config: ml_collections.ConfigDict) -> tuple[SpectralDenoiser, InpaintTrainables, Any]:
+    """(denoiser with the context switches, the trainables module, the LoRA config or None)."""
+    i = config.inpaint
+    model = SpectralDenoiser(config.model, context_rope=i.context_rope, context_mixing=i.context_mixing)
+    grid = tuple(int(g) for g in config.tokens.grid)
+    trainables = InpaintTrainables(
+        config.model, grid, tuple(i.sketch_channels), i.finetune, int(i.lora_rank), float(i.lora_alpha)
+    )
+    lora_cfg = (
+        lora_config_for(config.model, int(i.lora_rank), float(i.lora_alpha)) if i.finetune == "lora" else None
+    )
+    return model, trainables, lora_cfg
+
+
+def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora_cfg, schedule, tx):
+    drop_prob = float(config.train.text_drop_prob)
+    region_only = config.inpaint.corrupt_region == "masked"
+    if config.inpaint.corrupt_region not in ("all", "masked"):
+        raise ValueError(f"inpaint.corrupt_region={config.inpaint.corrupt_region!r}: use all or masked")
+
+    def train_step(state: InpaintState, batch: dict, rng: jax.Array, step: jax.Array):
+        rng_text, rng_corrupt, rng_dropout = jax.random.split(rng, 3)
+        ids = batch["ids"].astype(jnp.int32)
+        text, text_mask, _ = drop_text(rng_text, batch["text"], batch["text_mask"], drop_prob)
+        z_t, t_b = corrupt(rng_corrupt, schedule, ids)
+        if region_only:  # the known tokens are given clean, as `--paste_every_step` inference gives them
+            z_t = jnp.where(batch["region"], z_t, ids)
+
+        def loss_fn(trainable):
+            tokens = trainables.apply({"params": trainable}, batch["sketch"][..., None])
+            logits = model.apply(
+                {"params": denoiser_params(trainable, state.base, lora_cfg)},
+                z_t,
+                t_b,
+                batch["fps"],
+                text,
+                text_mask,
+                deterministic=False,
+                rngs={"dropout": rng_dropout},
+                context_ids_bthw=batch["context_ids"].astype(jnp.int32),
+                extra_tokens_bsd=tokens,
+            )
+            metrics = diffusion_losses(schedule, logits, ids, z_t, t_b, config.diffusion)
+            return metrics["loss"], metrics
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state, grad_norm = state.apply_gradients(grads, tx)
+        return state, dict(metrics, grad_norm=grad_norm)
+
+    return train_step
+
+
+def _boxed_like(boxed: Any, values: Any) -> Any:
+    """`values` (plain arrays) in the logical-name boxes of `boxed` (so the loop shards them like those)."""
+    return jax.tree.map(
+        lambda box, x: box.replace_boxed(x),
+        boxed,
+        values,
+        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
+    )
+
+
+def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
+    fill_from_t2v(config)
+    i = config.inpaint
+    model, trainables, lora_cfg = build_models(config)
+    schedule = schedule_from_config(config.diffusion, int(config.model.vocab_size))
+    tx = make_optimizer(config.train)
+    grid = tuple(int(g) for g in config.tokens.grid)
+    size = int(config.data.size)
+    base_run = runs.load_run(i.t2v_workdir, task="t2v", step=int(i.t2v_step) or None, mesh=mesh)
+    boxed_base = _boxed_like(abstract_denoiser_params(config.model, grid), base_run.params)
+
+    def init_state(rng: jax.Array) -> InpaintState:
+        params = trainables.init({"params": rng}, jnp.zeros((1, size, size, 1), jnp.uint8))["params"]
+        if i.finetune == "full":  # the full copy starts from the base run's weights
+            return InpaintState.create({**params, "denoiser": boxed_base}, tx, base=None)
+        return InpaintState.create(params, tx, base=boxed_base)
+
+    def make_data(process_index: int, process_count: int):
+        return token_cache.TokenCacheIterator(
+            ensure_inpaint_cache(config),
+            global_batch=int(config.train.batch_size),
+            seed=int(config.train.seed),
+            process_index=process_index,
+            process_count=process_count,
+        )
+
+    inpainter: dict[str, Any] = {}
+
+    def get_inpainter(state: InpaintState):
+        from motionaura_jax.pipelines.inpaint import Inpainter
+        from motionaura_jax.pipelines.tokenizer import Tokenizer
+
+        if "i" not in inpainter:
+            tokenizer = Tokenizer.load(config.tokens.tokenizer_workdir)
+            inpainter["i"] = Inpainter(config, base_run.params, tokenizer, state.params)
+        inpainter["i"].trainable = state.params  # one inpainter (and its compiled sampler) across steps
+        return inpainter["i"]
+
+    def sample_fn(state: InpaintState, step: int, workdir: epath.Path) -> dict[str, np.ndarray]:
+        from motionaura_jax.eval.inpaint import write_examples
+
+        out = paths.as_path(workdir) / "samples" / f"step_{step:07d}"
+        sheet = write_examples(
+            get_inpainter(state), config, out, int(config.sample.num_clips), str(config.sample.split)
+        )
+        return {"samples/inpaint_sheet": sheet}
+
+    def eval_fn(state: InpaintState, step: int, workdir: epath.Path) -> dict[str, float]:
+        from motionaura_jax.eval.inpaint import evaluate
+
+        metrics, _ = evaluate(get_inpainter(state), config, int(config.eval.num_clips))
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    return Task(
+        init_state=init_state,
+        train_step=make_inpaint_step(config, model, trainables, lora_cfg, schedule, tx),
+        make_data=make_data,
+        eval_fn=eval_fn,
+        sample_fn=sample_fn,
+        params_of=lambda state: state.params,
+        batch_spec=lambda batch: {
+            "ids": jax.ShapeDtypeStruct((batch, *grid), jnp.int32),
+            "context_ids": jax.ShapeDtypeStruct((batch, *grid), jnp.int32),
+            "region": jax.ShapeDtypeStruct((batch, *grid), jnp.bool_),
+            "sketch": jax.ShapeDtypeStruct((batch, size, size), jnp.uint8),
+            "text": jax.ShapeDtypeStruct(
+                (batch, int(config.tokens.text_len), int(config.model.text_dim)), jnp.float32
+            ),
+            "text_mask": jax.ShapeDtypeStruct((batch, int(config.tokens.text_len)), jnp.bool_),
+            "fps": jax.ShapeDtypeStruct((batch,), jnp.float32),
+            "index": jax.ShapeDtypeStruct((batch,), jnp.int32),
+        },
+    )
