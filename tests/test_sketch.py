@@ -9,13 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # requirements-test.txt installs both: a missing one fails, it does not skip
+import transformers
 
 from motionaura_jax.models import sketch
 from motionaura_jax.parallel.mesh import make_mesh
 from motionaura_jax.parallel.sharding import unbox, use_mesh
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 HF_CONFIG = dict(
     hidden_size=32,
