@@ -21,8 +21,9 @@ $(STAMP): $(PY) requirements.txt requirements-nodeps.txt requirements-test.txt s
 
 install: $(STAMP)
 
+# The venv's jaxlib is the CPU build; libtpu (installed for `motionaura compile`) must not be probed for a TPU.
 demo: install
-	$(VENV)/bin/motionaura quickstart --workdir=runs/quickstart
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(VENV)/bin/motionaura quickstart --workdir=runs/quickstart
 
 # pytest exits 5 when it collects nothing: that is a failure here, said plainly.
 test: install

@@ -123,5 +123,9 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         }
 
     return Task(
-        init_state=init_state, train_step=train_step, make_data=make_data, eval_fn=eval_fn, batch_spec=batch_spec
+        init_state=init_state,
+        train_step=train_step,
+        make_data=make_data,
+        eval_fn=eval_fn,
+        batch_spec=batch_spec,
     )
