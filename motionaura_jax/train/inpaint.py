@@ -36,7 +36,7 @@ from jax.sharding import Mesh
 from motionaura_jax import paths, runs
 from motionaura_jax.data import token_cache
 from motionaura_jax.data.token_cache import TokenCache
-from motionaura_jax.diffusion.losses import corrupt, diffusion_losses, drop_text
+from motionaura_jax.diffusion.losses import diffusion_losses
 from motionaura_jax.diffusion.schedule import schedule_from_config
 from motionaura_jax.models.denoiser import SpectralDenoiser
 from motionaura_jax.models.inpaint import (
@@ -46,8 +46,8 @@ from motionaura_jax.models.inpaint import (
     lora_config_for,
 )
 from motionaura_jax.pipelines.inpaint import dilate_masks, masked_video, token_region
-from motionaura_jax.pipelines.t2v import prompt_encoder
-from motionaura_jax.train.state import TrainState, make_optimizer
+from motionaura_jax.train.state import TrainState, gradient_step, make_optimizer
+from motionaura_jax.train.t2v import build_frozen_cache, cache_iterator, noisy_inputs
 from motionaura_jax.train.task import Task
 
 log = logging.getLogger("motionaura")
@@ -124,37 +124,22 @@ def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
     """The inpainting token cache of this config, built first when missing or unfinished (one process)."""
     folder = cache_dir(config)
     if not token_cache.is_complete(folder):
-        if jax.process_count() > 1:
-            raise RuntimeError(
-                f"inpaint cache {folder} is missing or unfinished; build it with one process first"
-            )
-        from motionaura_jax.pipelines.tokenizer import Tokenizer
+        t, dilate = config.tokens, int(config.inpaint.mask_dilate)
 
-        t = config.tokens
-        log.info("building inpaint cache %s from tokenizer %s", folder, t.tokenizer_workdir)
-        run = runs.load_run(t.tokenizer_workdir, task="vae")
-        tokenizer = Tokenizer.from_run(run)
-        temporal, spatial = tokenizer.compression
-        token_cache.build_token_cache(
+        def fields(tokenizer):
+            temporal, spatial = tokenizer.compression
+            return extra_fields(tokenizer.encode, dilate, temporal, spatial)
+
+        build_frozen_cache(
+            config,
             folder,
-            encode_video=tokenizer.encode,
-            encode_text=prompt_encoder(config, int(t.text_len) or None),
-            num_codes=tokenizer.num_codes,
+            text_max_length=int(t.text_len) or None,
             identity={
-                "tokenizer_workdir": os.fspath(paths.absolute(t.tokenizer_workdir)),
-                "tokenizer_step": run.step,
-                "text_encoder": t.text_encoder,
-                "text_model_dir": str(t.text_model_dir or ""),
                 "text_len": int(t.text_len),
                 "inpaint_fields": "context_ids,region,sketch",
-                "mask_dilate": int(config.inpaint.mask_dilate),
+                "mask_dilate": dilate,
             },
-            data_cfg=config.data,
-            split=t.split,
-            num_clips=int(t.num_clips),
-            shard_size=int(t.shard_size),
-            batch_size=int(t.batch_size),
-            extra_fields=extra_fields(tokenizer.encode, int(config.inpaint.mask_dilate), temporal, spatial),
+            extra_fields=fields,
         )
     cache = TokenCache(folder)
     grid = tuple(int(g) for g in config.tokens.grid)
@@ -191,33 +176,28 @@ def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora
         raise ValueError(f"inpaint.corrupt_region={config.inpaint.corrupt_region!r}: use all or masked")
 
     def train_step(state: InpaintState, batch: dict, rng: jax.Array, step: jax.Array):
-        rng_text, rng_corrupt, rng_dropout = jax.random.split(rng, 3)
-        ids = batch["ids"].astype(jnp.int32)
-        text, text_mask, _ = drop_text(rng_text, batch["text"], batch["text_mask"], drop_prob)
-        z_t, t_b = corrupt(rng_corrupt, schedule, ids)
+        ids, z_t, t_b, text, text_mask, rng_dropout = noisy_inputs(batch, rng, schedule, drop_prob)
         if region_only:  # the known tokens are given clean, as `--paste_every_step` inference gives them
             z_t = jnp.where(batch["region"], z_t, ids)
 
+        inputs = (z_t, t_b, batch["fps"], text, text_mask)
+        context_ids = batch["context_ids"].astype(jnp.int32)
+
         def loss_fn(trainable):
             tokens = trainables.apply({"params": trainable}, batch["sketch"][..., None])
+            params = denoiser_params(trainable, state.base, lora_cfg)
             logits = model.apply(
-                {"params": denoiser_params(trainable, state.base, lora_cfg)},
-                z_t,
-                t_b,
-                batch["fps"],
-                text,
-                text_mask,
+                {"params": params},
+                *inputs,
                 deterministic=False,
                 rngs={"dropout": rng_dropout},
-                context_ids_bthw=batch["context_ids"].astype(jnp.int32),
+                context_ids_bthw=context_ids,
                 extra_tokens_bsd=tokens,
             )
             metrics = diffusion_losses(schedule, logits, ids, z_t, t_b, config.diffusion)
             return metrics["loss"], metrics
 
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state, grad_norm = state.apply_gradients(grads, tx)
-        return state, dict(metrics, grad_norm=grad_norm)
+        return gradient_step(state, tx, loss_fn)
 
     return train_step
 
@@ -249,14 +229,8 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
             return InpaintState.create({**params, "denoiser": boxed_base}, tx, base=None)
         return InpaintState.create(params, tx, base=boxed_base)
 
-    def make_data(process_index: int, process_count: int):
-        return token_cache.TokenCacheIterator(
-            ensure_inpaint_cache(config),
-            global_batch=int(config.train.batch_size),
-            seed=int(config.train.seed),
-            process_index=process_index,
-            process_count=process_count,
-        )
+    def make_data(process_index: int, process_count: int) -> token_cache.TokenCacheIterator:
+        return cache_iterator(ensure_inpaint_cache(config), config, process_index, process_count)
 
     inpainter: dict[str, Any] = {}
 

@@ -5,8 +5,7 @@ A stage file (train/vae.py, train/t2v.py, ...) then holds only its loss, its ste
     tx = make_optimizer(config.train)
     state = TrainState.create(params, tx)
     ...
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state, grad_norm = state.apply_gradients(grads, tx)
+    state, metrics = gradient_step(state, tx, loss_fn)
 """
 
 from __future__ import annotations
@@ -72,3 +71,12 @@ def apply_gradients(
     updates, new_opt_state = tx.update(grads, getattr(state, opt_state), current)
     new_state = state.replace(**{params: optax.apply_updates(current, updates), opt_state: new_opt_state})
     return new_state, optax.global_norm(grads)
+
+
+def gradient_step(
+    state: TrainState, tx: optax.GradientTransformation, loss_fn: Any
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update on `loss_fn(params) -> (loss, metrics)`: (new state, metrics + grad_norm)."""
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state, grad_norm = state.apply_gradients(grads, tx)
+    return state, dict(metrics, grad_norm=grad_norm)

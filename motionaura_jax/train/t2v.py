@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +34,7 @@ from motionaura_jax.data.video_io import contact_sheet
 from motionaura_jax.diffusion.losses import corrupt, diffusion_losses, drop_text
 from motionaura_jax.diffusion.schedule import schedule_from_config
 from motionaura_jax.pipelines.t2v import T2VGenerator, prompt_encoder, sampling_kwargs, write_videos
-from motionaura_jax.train.state import TrainState, make_optimizer
+from motionaura_jax.train.state import TrainState, gradient_step, make_optimizer
 from motionaura_jax.train.task import Task
 
 log = logging.getLogger("motionaura")
@@ -50,43 +52,72 @@ def cache_dir(config: ml_collections.ConfigDict) -> epath.Path:
     return paths.as_path(t.tokenizer_workdir) / f"token_cache_{t.split}"
 
 
+def build_frozen_cache(
+    config: ml_collections.ConfigDict,
+    folder: epath.Path,
+    *,
+    text_max_length: int | None,
+    identity: dict[str, Any],
+    extra_fields: Callable[[Any], Any] | None = None,
+) -> None:
+    """Builds (or resumes) the token cache `folder` from `config.data` with the frozen tokenizer run
+    `config.tokens.tokenizer_workdir` (loaded for inference, no optimizer state) and the text encoder the config
+    names, handed to the data layer's builder; one process only. `identity` adds what else the cache depends
+    on; `extra_fields(tokenizer)` gives the builder's per-clip extra fields (the inpainting stage's)."""
+    if jax.process_count() > 1:
+        raise RuntimeError(f"token cache {folder} is missing or unfinished; build it with one process first")
+    t = config.tokens
+    if not t.tokenizer_workdir:
+        raise ValueError(f"token cache {folder} is not finished and no tokens.tokenizer_workdir is set")
+    from motionaura_jax import runs
+    from motionaura_jax.pipelines.tokenizer import Tokenizer
+
+    log.info("building token cache %s from tokenizer %s", folder, t.tokenizer_workdir)
+    run = runs.load_run(t.tokenizer_workdir, task="vae")
+    tokenizer = Tokenizer.from_run(run)
+    token_cache.build_token_cache(
+        folder,
+        encode_video=tokenizer.encode,
+        encode_text=prompt_encoder(config, text_max_length),
+        num_codes=tokenizer.num_codes,
+        identity={
+            "tokenizer_workdir": os.fspath(paths.absolute(t.tokenizer_workdir)),
+            "tokenizer_step": run.step,
+            "text_encoder": t.text_encoder,
+            "text_model_dir": str(t.text_model_dir or ""),
+            **identity,
+        },
+        data_cfg=config.data,
+        split=t.split,
+        num_clips=int(t.num_clips),
+        shard_size=int(t.shard_size),
+        batch_size=int(t.batch_size),
+        **({"extra_fields": extra_fields(tokenizer)} if extra_fields is not None else {}),
+    )
+
+
 def ensure_token_cache(config: ml_collections.ConfigDict) -> TokenCache:
-    """The TokenCache of this config, built first if it is missing or unfinished (one process only): the
-    frozen tokenizer run (loaded for inference, no optimizer state) and text encoder are handed to the data
-    layer's builder."""
+    """The TokenCache of this config, built first if it is missing or unfinished (`build_frozen_cache`)."""
     folder = cache_dir(config)
     if not token_cache.is_complete(folder):
-        if jax.process_count() > 1:
-            raise RuntimeError(
-                f"token cache {folder} is missing or unfinished; build it with one process first"
-            )
-        t = config.tokens
-        if not t.tokenizer_workdir:
-            raise ValueError(f"token cache {folder} is not finished and no tokens.tokenizer_workdir is set")
-        from motionaura_jax import runs
-        from motionaura_jax.pipelines.tokenizer import Tokenizer
-
-        log.info("building token cache %s from tokenizer %s", folder, t.tokenizer_workdir)
-        run = runs.load_run(t.tokenizer_workdir, task="vae")
-        token_cache.build_token_cache(
-            folder,
-            encode_video=Tokenizer.from_run(run).encode,
-            encode_text=prompt_encoder(config, int(t.text_max_length) or None),
-            num_codes=int(run.config.model.quantizer.num_codes),
-            identity={
-                "tokenizer_workdir": os.fspath(paths.absolute(t.tokenizer_workdir)),
-                "tokenizer_step": run.step,
-                "text_encoder": t.text_encoder,
-                "text_model_dir": str(t.text_model_dir or ""),
-                "text_max_length": int(t.text_max_length or 0),
-            },
-            data_cfg=config.data,
-            split=t.split,
-            num_clips=int(t.num_clips),
-            shard_size=int(t.shard_size),
-            batch_size=int(t.batch_size),
+        max_length = int(config.tokens.text_max_length)
+        build_frozen_cache(
+            config, folder, text_max_length=max_length or None, identity={"text_max_length": max_length}
         )
     return token_cache.TokenCache(folder)
+
+
+def cache_iterator(
+    cache: TokenCache, config: ml_collections.ConfigDict, process_index: int, process_count: int
+) -> token_cache.TokenCacheIterator:
+    """This host's part of the global batches of `cache`, in the order `train.seed` gives."""
+    return token_cache.TokenCacheIterator(
+        cache,
+        global_batch=int(config.train.batch_size),
+        seed=int(config.train.seed),
+        process_index=process_index,
+        process_count=process_count,
+    )
 
 
 def _fill_from_cache(config: ml_collections.ConfigDict) -> None:
@@ -99,34 +130,34 @@ def _fill_from_cache(config: ml_collections.ConfigDict) -> None:
     config.model.text_dim = int(cache.meta["text_dim"])
 
 
+def noisy_inputs(batch: dict, rng: jax.Array, schedule, drop_prob: float) -> tuple[jax.Array, ...]:
+    """(clean ids, z_t, t, text, text mask, dropout rng) of one step: the text dropped with `drop_prob` (for
+    classifier-free guidance), t ~ U[0, T) and z_t ~ q(z_t | z_0)."""
+    rng_text, rng_corrupt, rng_dropout = jax.random.split(rng, 3)
+    ids = batch["ids"].astype(jnp.int32)
+    text, text_mask, _ = drop_text(rng_text, batch["text"], batch["text_mask"], drop_prob)
+    z_t, t_b = corrupt(rng_corrupt, schedule, ids)
+    return ids, z_t, t_b, text, text_mask, rng_dropout
+
+
 def make_t2v_step(config: ml_collections.ConfigDict, model, schedule, tx):
     drop_prob = float(config.train.text_drop_prob)
 
     def train_step(
         state: TrainState, batch: dict, rng: jax.Array, step: jax.Array
     ) -> tuple[TrainState, dict]:
-        rng_text, rng_corrupt, rng_dropout = jax.random.split(rng, 3)
-        ids = batch["ids"].astype(jnp.int32)
-        text, text_mask, _ = drop_text(rng_text, batch["text"], batch["text_mask"], drop_prob)
-        z_t, t_b = corrupt(rng_corrupt, schedule, ids)
+        ids, z_t, t_b, text, text_mask, rng_dropout = noisy_inputs(batch, rng, schedule, drop_prob)
+
+        inputs = (z_t, t_b, batch["fps"], text, text_mask)
 
         def loss_fn(params):
             logits = model.apply(
-                {"params": params},
-                z_t,
-                t_b,
-                batch["fps"],
-                text,
-                text_mask,
-                deterministic=False,
-                rngs={"dropout": rng_dropout},
+                {"params": params}, *inputs, deterministic=False, rngs={"dropout": rng_dropout}
             )
             metrics = diffusion_losses(schedule, logits, ids, z_t, t_b, config.diffusion)
             return metrics["loss"], metrics
 
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state, grad_norm = state.apply_gradients(grads, tx)
-        return state, dict(metrics, grad_norm=grad_norm)
+        return gradient_step(state, tx, loss_fn)
 
     return train_step
 
@@ -153,16 +184,8 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         )["params"]
         return TrainState.create(params, tx)
 
-    def make_data(process_index: int, process_count: int):
-        from motionaura_jax.data.token_cache import TokenCacheIterator
-
-        return TokenCacheIterator(
-            ensure_token_cache(config),
-            global_batch=int(config.train.batch_size),
-            seed=int(config.train.seed),
-            process_index=process_index,
-            process_count=process_count,
-        )
+    def make_data(process_index: int, process_count: int) -> token_cache.TokenCacheIterator:
+        return cache_iterator(ensure_token_cache(config), config, process_index, process_count)
 
     generator: dict[str, T2VGenerator] = {}
 
