@@ -235,3 +235,29 @@ def test_dropout_only_when_not_deterministic():
     np.testing.assert_array_equal(np.asarray(eval_a), np.asarray(eval_b))
     assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-3
     assert np.abs(np.asarray(a) - np.asarray(eval_a)).max() > 1e-3
+
+
+def test_patchify_and_unpatchify_are_inverse_orderings():
+    """The head's block-of-codes layout is the embedding's: unpatchify(patchify(x)) == x for every patch."""
+    x = jnp.arange(2 * 2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 2, 4, 6, 3)
+    for patch in ((1, 2, 2), (2, 1, 2), (2, 2, 3)):
+        tokens = den.patchify(x, patch, lambda y: y)
+        assert tokens.shape == (2, x[0, ..., 0].size // np.prod(patch), np.prod(patch) * 3)
+        np.testing.assert_array_equal(den.unpatchify(tokens, (2, 4, 6), patch, 3), x)
+
+
+def test_patched_denoiser_predicts_every_code_from_its_block():
+    """patch (1, 2, 2): logits keep the code grid's shape, and changing one code changes the logits of all
+    four codes of its 2x2 block (one token reads and predicts the whole block)."""
+    cfg = tiny(patch_size=(1, 2, 2))
+    inputs = make_inputs(cfg, batch=2)
+    params = random_params(cfg, inputs)
+    logits = forward(cfg, params, inputs)
+    assert logits.shape == (2, *GRID, cfg.vocab_size) and np.isfinite(logits).all()
+    ids = np.array(inputs[0])
+    ids[:, 0, 0, 0] = (ids[:, 0, 0, 0] + 1) % cfg.vocab_size
+    moved = forward(cfg, params, (ids, *inputs[1:]))
+    changed = np.abs(np.asarray(moved - logits)).max(axis=-1) > 1e-6
+    assert changed[:, 0, :2, :2].all()  # the whole block of the changed code
+    with pytest.raises(ValueError, match="not divisible by model.patch_size"):
+        forward(tiny(patch_size=(1, 3, 3)), params, inputs)

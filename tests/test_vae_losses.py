@@ -152,3 +152,18 @@ def test_adaptive_gan_weight_and_total_loss_by_hand(steps, run):
     np.testing.assert_allclose(m["l2"], np.mean((r - xn) ** 2), rtol=1e-5)
     total = m["l1"] + L2 * m["l2"] + PERCEPTUAL * perc + 1.0 * m["vq_loss"] + GAN * weight * m["gan_g"]
     np.testing.assert_allclose(m["loss"], total, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_l1_by_hand_ignores_offsets_and_sees_blur():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(2, 3, 6, 5, 3)).astype(np.float32)
+    r = rng.uniform(-1, 1, size=x.shape).astype(np.float32)
+    dy = lambda v: np.diff(v, axis=2)  # noqa: E731
+    dx = lambda v: np.diff(v, axis=3)  # noqa: E731
+    expected = np.abs(dy(r) - dy(x)).mean() + np.abs(dx(r) - dx(x)).mean()
+    np.testing.assert_allclose(vae_train.gradient_l1(jnp.asarray(r), jnp.asarray(x)), expected, rtol=1e-6)
+    assert float(vae_train.gradient_l1(jnp.asarray(x + 0.3), jnp.asarray(x))) < 1e-6  # a flat offset: no edges
+    square = np.zeros((1, 1, 8, 8, 1), np.float32)
+    square[..., 2:6, 2:6, :] = 1.0
+    blurred = (square + np.roll(square, 1, axis=2) + np.roll(square, 1, axis=3)) / 3
+    assert float(vae_train.gradient_l1(jnp.asarray(blurred), jnp.asarray(square))) > 0.05

@@ -3,7 +3,9 @@
     logits = SpectralDenoiser(config).apply(params, ids_bthw, t_b, fps_b, text_bld, text_mask_bl)
 
 ids (B,T',H',W') in [0, K] (K = [MASK]) -> Embed(K+1, D) -> N DiT-style blocks -> LN -> Linear(D, K) logits
-over the K codes (no [MASK] logit), float32 (B,T',H',W',K). Each block, with c = MLP(sin t) + MLP(sin fps):
+over the K codes (no [MASK] logit), float32 (B,T',H',W',K). With `patch_size` (pt, ph, pw) != (1, 1, 1) a
+token is a block of codes (the concatenated embeddings projected to D; the head predicts all its codes), so
+a finer code grid costs no longer sequence. Each block, with c = MLP(sin t) + MLP(sin fps):
 
     [mixer]  x += g_m · Mixer(modulate(LN x))        fnet_mix / global_filter modes only
     self     x += g_1 · SelfAttn(modulate(LN x))     3D RoPE; spectral (qkv_fft2) or plain core
@@ -50,6 +52,7 @@ REQUIRED_FIELDS = (
     "scan_layers",
     "dtype",
     "dropout",
+    "patch_size",
 )
 
 
@@ -63,6 +66,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     if config.width % config.heads:
         raise ValueError(f"denoiser width {config.width} is not a multiple of heads {config.heads}")
     layers.dtype_from_name(config.dtype)
+    if len(tuple(config.patch_size)) != 3 or min(config.patch_size) < 1:
+        raise ValueError(f"denoiser patch_size {config.patch_size}: use three positive ints (t, h, w)")
 
 
 class DenoiserBlock(nn.Module):
@@ -265,6 +270,12 @@ class SpectralDenoiser(nn.Module):
         b, t, h, w = ids_bthw.shape
         num_codes, width = cfg.vocab_size, cfg.width
 
+        patch = tuple(int(p) for p in cfg.patch_size)
+        if t % patch[0] or h % patch[1] or w % patch[2]:
+            raise ValueError(
+                f"SpectralDenoiser: token grid {(t, h, w)} is not divisible by model.patch_size {patch}"
+            )
+        grid = (t // patch[0], h // patch[1], w // patch[2])
         embed = nn.Embed(
             num_codes + 1,
             width,
@@ -273,13 +284,24 @@ class SpectralDenoiser(nn.Module):
             name="token_embed",
             embedding_init=layers.partitioned(nn.initializers.normal(0.02), ("vocab", "embed")),
         )
-        x = constrain(embed(ids_bthw.reshape(b, t * h * w)), attn.TOKENS)
+        patch_in = (
+            None
+            if patch == (1, 1, 1)
+            else layers.dense(
+                width, ("mlp", "embed"), "patch_embed", dtype=dtype, kernel_init=attn.TRANSFORMER_KERNEL_INIT
+            )
+        )
+
+        def tokens_of(ids):
+            return patchify(embed(ids), patch, patch_in)
+
+        x = constrain(tokens_of(ids_bthw), attn.TOKENS)
         num_grids, num_extra = 1, 0
         if context_ids_bthw is not None or extra_tokens_bsd is not None:
             segments = SegmentEmbeddings(width, name="inpaint_segments")().astype(dtype)
             parts = [x + segments[0]]
             if context_ids_bthw is not None:
-                parts.append(embed(context_ids_bthw.reshape(b, t * h * w)) + segments[1])
+                parts.append(tokens_of(context_ids_bthw) + segments[1])
                 num_grids = 2
             if extra_tokens_bsd is not None:
                 parts.append(extra_tokens_bsd.astype(dtype) + segments[2])
@@ -302,7 +324,7 @@ class SpectralDenoiser(nn.Module):
         block_cls = DenoiserBlock
         if cfg.remat:
             block_cls = nn.remat(block_cls, prevent_cse=not cfg.scan_layers)
-        block_kwargs = dict(config=cfg, grid_thw=(t, h, w), deterministic=deterministic)
+        block_kwargs = dict(config=cfg, grid_thw=grid, deterministic=deterministic)
         if num_grids > 1 or num_extra:
             block_kwargs.update(
                 num_grids=num_grids,
@@ -324,12 +346,39 @@ class SpectralDenoiser(nn.Module):
             for i in range(cfg.depth):
                 x, _ = block_cls(name=f"block_{i}", **block_kwargs)(x, c, text, text_mask_bl)
 
-        x = x[:, : t * h * w]  # the read-out is the target's (a no-op for text-to-video)
+        x = x[:, : math.prod(grid)]  # the read-out is the target's (a no-op for text-to-video)
         x = layers.layer_norm("final_norm")(x).astype(dtype)
         logits = layers.dense(
-            num_codes, ("embed", "vocab"), "head", dtype=dtype, kernel_init=attn.TRANSFORMER_KERNEL_INIT
+            math.prod(patch) * num_codes,
+            ("embed", "vocab"),
+            "head",
+            dtype=dtype,
+            kernel_init=attn.TRANSFORMER_KERNEL_INIT,
         )(x)
-        return logits.astype(jnp.float32).reshape(b, t, h, w, num_codes)
+        return unpatchify(logits.astype(jnp.float32), (t, h, w), patch, num_codes)
+
+
+def patchify(x_bthwd: jax.Array, patch: tuple[int, int, int], proj: nn.Module | None) -> jax.Array:
+    """(B,T',H',W',D) code embeddings -> (B, N, D) tokens, N = T'H'W' / prod(patch): each token is the linear
+    projection `proj` of the concatenated embeddings of a pt x ph x pw block of codes (CogVideoX's latent
+    patchify, applied to code embeddings). patch (1, 1, 1): one token per code, no projection."""
+    b, t, h, w, d = x_bthwd.shape
+    if patch == (1, 1, 1):
+        return x_bthwd.reshape(b, t * h * w, d)
+    (pt, ph, pw), (gt, gh, gw) = patch, (t // patch[0], h // patch[1], w // patch[2])
+    x = x_bthwd.reshape(b, gt, pt, gh, ph, gw, pw, d).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    return proj(x.reshape(b, gt * gh * gw, pt * ph * pw * d))
+
+
+def unpatchify(
+    logits_bnk: jax.Array, grid_thw: tuple[int, int, int], patch: tuple[int, int, int], num_codes: int
+) -> jax.Array:
+    """(B, N, prod(patch)·K) per-token logits -> (B,T',H',W',K) per-code logits (the inverse of `patchify`'s
+    ordering: the head predicts every code of its block)."""
+    (t, h, w), (pt, ph, pw) = grid_thw, patch
+    b = logits_bnk.shape[0]
+    x = logits_bnk.reshape(b, t // pt, h // ph, w // pw, pt, ph, pw, num_codes)
+    return x.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, t, h, w, num_codes)
 
 
 def example_inputs(

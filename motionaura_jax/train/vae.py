@@ -2,7 +2,7 @@
 
 One step: mask the clip (random squares + one full frame), encode -> quantize (EMA codebook, dead-code
 restart) -> decode, and minimise
-    w_l1*L1 + w_l2*L2 + w_perc*LPIPS + w_vq*(commitment) + w_mfi*CE(masked-frame index)
+    w_l1*L1 + w_l2*L2 + w_grad*gradient_l1 + w_perc*LPIPS + w_vq*(commitment) + w_mfi*CE(masked-frame index)
     + [step >= gan_start] * gan_weight * adaptive_weight * hinge_G
 against the *clean* clip; then, when the GAN is on, one hinge step of the 3D patch discriminator. Every term
 is logged. The adaptive weight is VQGAN's ratio of gradient norms, taken with respect to the decoder's output
@@ -87,6 +87,17 @@ def mask_clip(
     return masked, frame
 
 
+def gradient_l1(recon_bthwc: jax.Array, target_bthwc: jax.Array) -> jax.Array:
+    """L1 between the spatial finite differences of two clips (the gradient-difference loss of Mathieu et al.
+    2016): L1/L2 on pixels average over a mostly flat frame and let edges blur, this term is all edges."""
+
+    def diffs(v):
+        return v[:, :, 1:] - v[:, :, :-1], v[:, :, :, 1:] - v[:, :, :, :-1]
+
+    (ry, rx), (ty, tx) = diffs(recon_bthwc), diffs(target_bthwc)
+    return jnp.mean(jnp.abs(ry - ty)) + jnp.mean(jnp.abs(rx - tx))
+
+
 def psnr_from_mse(mse: jax.Array, data_range: float = 2.0) -> jax.Array:
     return 10.0 * jnp.log10(data_range**2 / jnp.maximum(mse, 1e-10))
 
@@ -134,7 +145,8 @@ def make_vae_step(config: ml_collections.ConfigDict):
         def rec_loss(recon):
             l1 = jnp.mean(jnp.abs(recon - x))
             l2 = jnp.mean(jnp.square(recon - x))
-            total = lc.l1 * l1 + lc.l2 * l2
+            edges = gradient_l1(recon, x)
+            total = lc.l1 * l1 + lc.l2 * l2 + lc.gradient_l1 * edges
             perc = jnp.zeros(())
             if perceptual is not None:
                 module, variables = perceptual
@@ -142,7 +154,7 @@ def make_vae_step(config: ml_collections.ConfigDict):
                 flat = lambda v: v.reshape(b * t, *v.shape[2:])  # noqa: E731
                 perc = jnp.mean(module.apply(variables, flat(recon), flat(x)))
                 total = total + lc.perceptual * perc
-            return total, (l1, l2, perc)
+            return total, (l1, l2, edges, perc)
 
         def loss_fn(params):
             out, updated = model.apply(
@@ -153,9 +165,10 @@ def make_vae_step(config: ml_collections.ConfigDict):
                 rngs={"restart": rng_restart},
             )
             recon = out["recon"]
-            rec, (l1, l2, perc) = rec_loss(recon)
+            rec, (l1, l2, edges, perc) = rec_loss(recon)
             total = rec + lc.vq * out["vq_loss"]
-            metrics = {"l1": l1, "l2": l2, "psnr": psnr_from_mse(l2), "perceptual": perc, **out["metrics"]}
+            metrics = {"l1": l1, "l2": l2, "gradient_l1": edges, "psnr": psnr_from_mse(l2), "perceptual": perc}
+            metrics.update(out["metrics"])
             metrics["vq_loss"] = out["vq_loss"]
             if use_mfi:
                 logits = out["mfi_logits"]
