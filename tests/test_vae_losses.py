@@ -162,7 +162,9 @@ def test_gradient_l1_by_hand_ignores_offsets_and_sees_blur():
     dx = lambda v: np.diff(v, axis=3)  # noqa: E731
     expected = np.abs(dy(r) - dy(x)).mean() + np.abs(dx(r) - dx(x)).mean()
     np.testing.assert_allclose(vae_train.gradient_l1(jnp.asarray(r), jnp.asarray(x)), expected, rtol=1e-6)
-    assert float(vae_train.gradient_l1(jnp.asarray(x + 0.3), jnp.asarray(x))) < 1e-6  # a flat offset: no edges
+    assert (
+        float(vae_train.gradient_l1(jnp.asarray(x + 0.3), jnp.asarray(x))) < 1e-6
+    )  # a flat offset: no edges
     square = np.zeros((1, 1, 8, 8, 1), np.float32)
     square[..., 2:6, 2:6, :] = 1.0
     blurred = (square + np.roll(square, 1, axis=2) + np.roll(square, 1, axis=3)) / 3

@@ -1,5 +1,9 @@
 """`motionaura eval recon|t2v|inpaint ...`: metrics with their protocol (metrics.json + a markdown table).
 
+motionaura eval t2v --ckpt=RUN --out=metrics.json [--seen=64] [--heldout=64] [--sheets=DIR]
+    Generates one clip per caption with RUN's own sampling settings, for --seen captions of trained
+    colour x shape x direction combinations and --heldout of the 8 never-trained ones, judges them as below
+    (plus visible_all_frames: an object is found in every frame) and writes PNG contact sheets and GIFs.
 motionaura eval t2v --videos=DIR --out=metrics.json [--captions=FILE] [--fvd_reference=DIR] [--limit=N]
     Caption adherence of generated Moving Shapes videos, judged from the pixels alone
     (motionaura_jax/eval/judge.py). DIR holds MP4/GIF/... files and `captions.jsonl`, one
@@ -37,12 +41,23 @@ def _t2v(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="motionaura eval t2v", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--videos", required=True, help="folder of MP4/GIF files with captions.jsonl")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--videos", help="folder of MP4/GIF files with captions.jsonl")
+    source.add_argument("--ckpt", help="a text-to-video run: generate for seen and held-out captions, judge")
     parser.add_argument("--out", required=True, help="metrics .json (a .md table is written beside it)")
     parser.add_argument("--captions", default=None, help="captions file (default: VIDEOS/captions.jsonl)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N entries")
     parser.add_argument("--fvd_reference", default=None, help="folder of reference videos (+captions.jsonl)")
+    parser.add_argument("--seen", type=int, default=64, help="--ckpt: captions of trained combinations")
+    parser.add_argument("--heldout", type=int, default=64, help="--ckpt: captions of held-out combinations")
+    parser.add_argument("--batch", type=int, default=64, help="--ckpt: clips sampled at once")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sheets", default="", help="--ckpt: folder for PNG sheets and GIFs (default: OUT's)"
+    )
     args = parser.parse_args(argv)
+    if args.ckpt:
+        return _t2v_generate(args)
     from motionaura_jax.eval.report import write_report
     from motionaura_jax.eval.t2v import EvalInputError, evaluate_t2v
 
@@ -56,6 +71,54 @@ def _t2v(argv: list[str]) -> int:
     )
     summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("all_correct", "colour", "shape", "direction"))
     print(f"{metrics['num_videos']} videos: {summary}\nwrote {json_path} and {md_path}")
+    return 0
+
+
+def _t2v_generate(args: argparse.Namespace) -> int:
+    """eval t2v --ckpt: sample one clip per caption with the run's own sampling settings and judge them."""
+    from motionaura_jax import paths, runs
+    from motionaura_jax.eval import judge
+    from motionaura_jax.eval import t2v as t2v_eval
+    from motionaura_jax.eval.report import write_report
+    from motionaura_jax.pipelines.t2v import T2VGenerator, sampling_kwargs
+
+    if args.seen < 0 or args.heldout < 0 or args.seen + args.heldout == 0:
+        print("motionaura eval t2v: --seen and --heldout must be >= 0, not both 0", file=sys.stderr)
+        return 2
+    try:
+        run = runs.load_run(args.ckpt, task="t2v")
+        generator = T2VGenerator.from_run(run)
+    except (runs.RunError, config_lib.ConfigError) as error:
+        print(f"motionaura eval t2v: {error}", file=sys.stderr)
+        return 2
+    settings = sampling_kwargs(generator.config.sample)
+    settings.pop("seed")  # one seed per clip, from --seed
+    captions = t2v_eval.judge_captions(args.seen, args.heldout)
+    captions = {split: caps for split, caps in captions.items() if caps}
+    results, details, videos = t2v_eval.generate_and_judge(
+        generator, captions, batch=args.batch, seed=args.seed, progress=True, **settings
+    )
+    metrics = {f"{split}/{k}": v for split, m in results.items() if isinstance(m, dict) for k, v in m.items()}
+    metrics["generate_seconds"] = results["generate_seconds"]
+    protocol = {
+        "run": str(paths.absolute(args.ckpt)),
+        "step": run.step,
+        "captions": {split: len(caps) for split, caps in captions.items()},
+        "caption_choice": "seen: evenly over the training combinations; heldout: cycling over the 8 held-out",
+        "seed": args.seed,
+        "sampling": settings,
+        "judge": judge.judge_protocol(),
+    }
+    json_path, md_path = write_report(
+        args.out, metrics, protocol, title="Text-to-video: generated and judged", details=details
+    )
+    sheets = t2v_eval.write_judged_examples(
+        args.sheets or paths.as_path(args.out).parent, videos, fps=settings["fps"]
+    )
+    print(t2v_eval.summary_line(results))
+    print(f"wrote {json_path} and {md_path}")
+    for split, files in sheets.items():
+        print(f"{split} examples: {files['png']} {files['gif']}")
     return 0
 
 

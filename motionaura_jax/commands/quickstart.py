@@ -3,7 +3,8 @@
 Runs every stage of the pipeline that exists in this checkout on Moving Shapes, each with its quickstart
 experiment, in WORKDIR/<task>; each stage's outputs feed the next (the text-to-video stage tokenizes with the
 tokenizer just trained). After the tokenizer it evaluates reconstructions (`eval recon`), after text-to-video it
-samples four prompts and judges them (`eval t2v`), after inpainting (a LoRA fine-tune of that text-to-video
+samples four prompts, then generates and judges 64 seen and 64 held-out captions (`eval t2v --ckpt`, contact
+sheets and GIFs in WORKDIR/t2v/judged), after inpainting (a LoRA fine-tune of that text-to-video
 run) it inpaints 16 held-out clips and judges them (`eval inpaint`). Re-running resumes where it stopped.
 
 An override applies to every stage whose config has that key (`--config.train.steps=50` shortens them all);
@@ -79,7 +80,9 @@ def _after_t2v(workdir: epath.Path, config) -> None:
     samples = workdir / "quickstart_samples"
     prompts = [arg for p in config.sample.prompts for arg in ("--prompt", p)]
     sample.main([f"--ckpt={workdir}", f"--out={samples / 'sample.mp4'}", *prompts])
-    eval_command.main(["t2v", f"--videos={samples}", f"--out={samples / 'metrics.json'}"])
+    # The judged accuracy: 64 captions of trained combinations and 64 of the 8 never-trained ones.
+    judged = workdir / "judged"
+    eval_command.main(["t2v", f"--ckpt={workdir}", f"--out={judged / 'metrics.json'}", f"--sheets={judged}"])
 
 
 def _after_inpaint(workdir: epath.Path) -> None:

@@ -122,3 +122,137 @@ def _fvd_against(clips: list[np.ndarray], reference_dir: pathlib.Path) -> tuple[
     except ValueError as e:  # ragged sizes or too few frames
         raise EvalInputError(f"FVD: {e}") from e
     return result["fvd"], result["protocol"]
+
+
+# --- generate and judge: a trained run on seen and never-trained Moving Shapes captions ------------------------
+
+
+def judge_captions(num_seen: int, num_heldout: int) -> dict[str, list[str]]:
+    """Single-object captions: `num_seen` over the training combinations (evenly spread over all 76) and
+    `num_heldout` cycling over the 8 held-out colour x shape x direction combinations (data/synthetic.py)."""
+    from motionaura_jax.data import synthetic
+
+    train, held = synthetic.TRAIN_COMBINATIONS, synthetic.HELD_OUT_COMBINATIONS
+    seen = [train[(i * len(train)) // max(num_seen, 1) % len(train)] for i in range(num_seen)]
+    heldout = [held[i % len(held)] for i in range(num_heldout)]
+    return {
+        "seen": [synthetic.object_caption(*c) for c in seen],
+        "heldout": [synthetic.object_caption(*c) for c in heldout],
+    }
+
+
+def visibility(video: np.ndarray) -> tuple[bool, bool]:
+    """(an object is detected in every frame, one is detected in the first frame)."""
+    from motionaura_jax.eval import judge
+
+    present = [bool(judge.detect_frame(f)) for f in judge.to_unit_float(video)]
+    return all(present), present[0]
+
+
+def judge_videos(videos: np.ndarray, captions: list[str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The judge's aggregate over (video, caption) pairs plus `visible_all_frames` / `first_frame_visible`
+    (shares of clips), and one record per video."""
+    from motionaura_jax.eval import judge
+
+    scores, per_video = [], []
+    for video, caption in zip(videos, captions, strict=True):
+        score = judge.judge_and_score(video, caption)
+        score["visible_all_frames"], score["first_frame_visible"] = visibility(video)
+        scores.append(score)
+        per_video.append(
+            {
+                "caption": caption,
+                "all_correct": score["all_correct"],
+                "visible_all_frames": score["visible_all_frames"],
+                "found": [f"{o['colour']} {o['shape']} {o['direction']}" for o in score["found"]],
+            }
+        )
+    metrics = judge.aggregate(scores)
+    for key in ("visible_all_frames", "first_frame_visible"):
+        metrics[key] = float(np.mean([s[key] for s in scores]))
+    return metrics, per_video
+
+
+def generate_and_judge(
+    generator: Any,
+    captions: dict[str, list[str]],
+    *,
+    batch: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+    **sample_kwargs: Any,
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, np.ndarray]]:
+    """Samples one clip per caption with `generator` (a `pipelines.T2VGenerator`; every clip its own seed) and
+    judges each split: (metrics per split + generate_seconds, per-video records, uint8 videos per split).
+    `sample_kwargs` go to `generator.videos` (`pipelines.sampling_kwargs(config.sample)` without its seed for
+    a run's own)."""
+    import time
+
+    from tqdm import tqdm
+
+    videos, start = {}, time.perf_counter()
+    total = sum(len(c) for c in captions.values())
+    with tqdm(total=total, desc="generate", unit="clip", disable=not progress) as bar:
+        for split_index, (split, caps) in enumerate(captions.items()):
+            chunks = []
+            for b in range(0, len(caps), batch):
+                chunk = caps[b : b + batch]
+                chunks.append(generator.videos(chunk, seed=seed + 1000 * split_index + b, **sample_kwargs))
+                bar.update(len(chunk))
+            videos[split] = np.concatenate(chunks)
+    results: dict[str, Any] = {"generate_seconds": time.perf_counter() - start}
+    details = {}
+    for split, caps in captions.items():
+        results[split], details[split] = judge_videos(videos[split], caps)
+    return results, details, videos
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    """One line per judged run: fully correct, shape, colour, direction and visibility per split."""
+    return " | ".join(
+        f"{split}: fully correct {m['all_correct']:.1%} (colour {m['colour']:.1%}, shape {m['shape']:.1%}, "
+        f"direction {m['direction']:.1%}; visible in every frame {m['visible_all_frames']:.1%})"
+        for split, m in results.items()
+        if isinstance(m, dict)
+    )
+
+
+def video_grid(videos: np.ndarray, cols: int = 4) -> np.ndarray:
+    """(N, T, H, W, 3) uint8 clips -> one (T, rows·(H+2), cols·(W+2), 3) clip of them tiled (grey gutters)."""
+    n, t, h, w, c = videos.shape
+    rows = -(-n // cols)
+    grid = np.full((t, rows * (h + 2), cols * (w + 2), c), 128, np.uint8)
+    for i, clip in enumerate(videos):
+        r, k = divmod(i, cols)
+        grid[:, r * (h + 2) : r * (h + 2) + h, k * (w + 2) : k * (w + 2) + w] = clip
+    return grid
+
+
+def write_judged_examples(
+    out_dir: Any, videos: dict[str, np.ndarray], fps: float = 8.0, num: int = 12, scale: int = 2
+) -> dict[str, dict[str, Any]]:
+    """Per split, a contact sheet PNG (one row of frames per clip) and a GIF of the first `num` clips tiled,
+    upscaled `scale`x (nearest) so that 32x32 clips can be seen; returns the paths by split."""
+    from PIL import Image
+
+    from motionaura_jax import atomic, paths
+    from motionaura_jax.data.video_io import write_video
+    from motionaura_jax.eval.recon import contact_sheet
+
+    out = paths.mkdir(out_dir)
+    written = {}
+    for split, clips in videos.items():
+        clips = np.repeat(np.repeat(clips[:num], scale, axis=2), scale, axis=3)
+        sheet = Image.fromarray(contact_sheet(list(clips), frames=9))
+        png = atomic.write_bytes(out / f"t2v_{split}.png", _png_bytes(sheet))
+        gif = write_video(out / f"t2v_{split}.gif", video_grid(clips, cols=4), fps)
+        written[split] = {"png": png, "gif": gif}
+    return written
+
+
+def _png_bytes(image: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()

@@ -167,7 +167,13 @@ def make_vae_step(config: ml_collections.ConfigDict):
             recon = out["recon"]
             rec, (l1, l2, edges, perc) = rec_loss(recon)
             total = rec + lc.vq * out["vq_loss"]
-            metrics = {"l1": l1, "l2": l2, "gradient_l1": edges, "psnr": psnr_from_mse(l2), "perceptual": perc}
+            metrics = {
+                "l1": l1,
+                "l2": l2,
+                "gradient_l1": edges,
+                "psnr": psnr_from_mse(l2),
+                "perceptual": perc,
+            }
             metrics.update(out["metrics"])
             metrics["vq_loss"] = out["vq_loss"]
             if use_mfi:
