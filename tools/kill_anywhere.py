@@ -76,8 +76,17 @@ def run_specs(tokenizer: str = "") -> dict[str, RunSpec]:
     }  # fmt: skip
 
 
+COMPILE_CACHE: dict[str, str] = {}  # set by --compile_cache: JAX's persistent cache for every attempt
+
+
 def _env(devices: int) -> dict[str, str]:
     env = dict(os.environ)
+    if COMPILE_CACHE:
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=COMPILE_CACHE["dir"],
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
     env.update(
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         JAX_PLATFORMS="cpu",
@@ -337,7 +346,8 @@ def summarize(name: str, spec: RunSpec, attempts: list[Attempt], chains: list[di
 def markdown(summaries: list[dict], meta: dict) -> str:
     lines = [
         "# Kill anywhere", "",
-        f"commit {meta['commit']}, seed {meta['seed']}, {meta['wall_s']:.0f} s wall", "",
+        f"commit {meta['commit']}, seed {meta['seed']}, {meta['wall_s']:.0f} s wall, "
+        f"compile cache {'on' if meta.get('compile_cache') else 'off'}", "",
         "| run | kills | attempts | chains bit-exact | refused to resume | max steps redone (interval) | phases hit |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -367,11 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per_chain", type=int, default=5, help="kills per chain before it is let finish")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="folder for workdirs, logs, report.json, report.md")
+    parser.add_argument(
+        "--compile_cache",
+        action="store_true",
+        help="JAX's persistent compilation cache (OUT/jax_cache) for every run: restarts load the compiled step "
+        "instead of compiling it (kills then land in loading it); kill times are drawn over a warm run's wall time",
+    )
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     root = pathlib.Path(args.out).absolute()
     root.mkdir(parents=True, exist_ok=True)
+    if args.compile_cache:
+        COMPILE_CACHE["dir"] = str(root / "jax_cache")
     names = [n for n in args.runs.split(",") if n]
     start = time.monotonic()
     summaries, details = [], {}
@@ -387,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         if name not in references:
             references[name] = run_reference(spec, root, fill)
         reference, wall = references[name]
+        if args.compile_cache:  # the reference filled the cache; a warm run sets the range of kill times
+            _, wall = run_reference(dataclasses.replace(spec, name=f"{name}_warm"), root, fill)
         attempts, chains = kill_chains(
             spec, root, points=args.points, seed=args.seed, reference=reference, reference_wall=wall, fill=fill,
             max_kills_per_chain=args.per_chain, progress=bar,
@@ -396,7 +416,13 @@ def main(argv: list[str] | None = None) -> int:
         summaries.append(summary)
         details[name] = {"attempts": [dataclasses.asdict(a) for a in attempts], "chains": chains}
     bar.close()
-    meta = {"commit": _commit(), "seed": args.seed, "wall_s": time.monotonic() - start, "argv": sys.argv[1:]}
+    meta = {
+        "commit": _commit(),
+        "seed": args.seed,
+        "compile_cache": bool(args.compile_cache),
+        "wall_s": time.monotonic() - start,
+        "argv": sys.argv[1:],
+    }
     (root / "report.json").write_text(
         json.dumps({"meta": meta, "summary": summaries, "details": details}, indent=1)
     )
