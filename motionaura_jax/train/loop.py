@@ -9,6 +9,7 @@ stops the run naming the first bad step, and no checkpoint is ever written from 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -380,12 +381,21 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                     log.warning(msg)
                     print(msg, flush=True)
                     break
-    finally:
-        if profiling:
-            _stop_profile(workdir, profile_folder)
+    except BaseException:
+        # Already failing (a full disk, a non-finite step): closing must not replace that error with its own.
+        bar.close()
+        with contextlib.suppress(Exception):
+            writer.close()
+        with contextlib.suppress(Exception):
+            checkpointer.close()
+        raise
+    else:
         bar.close()
         writer.close()
         checkpointer.close()
+    finally:
+        if profiling:
+            _stop_profile(workdir, profile_folder)
     return TrainResult(state=state, step=step, last_metrics=last_metrics, preempted=preempted)
 
 
