@@ -13,6 +13,7 @@ local temporary file and it is uploaded in one write; a failed block uploads not
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 import shutil
@@ -23,6 +24,47 @@ import numpy as np
 from etils import epath
 
 from motionaura_jax import paths
+
+
+class DiskFullError(OSError):
+    """No space left where a file or checkpoint was being written; the message is one line naming the path, the
+    space it needed (when known) and what is free there. What was there before is left as it was."""
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free bytes on the filesystem holding `path` (its nearest existing parent), None when unknown."""
+    probe = pathlib.Path(os.fspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def _mib(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def disk_full(path: str | os.PathLike, need_bytes: int | None, what: str = "writing") -> DiskFullError:
+    need = f" needs about {_mib(need_bytes)}," if need_bytes else ""
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no space left on device {what} {path}:{need} {_mib(free_bytes(path))} free there; free some space "
+        "or choose another folder, then re-run (what was written before is intact)",
+    )
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC or EDQUOT, raised directly or somewhere in the chain of causes (Orbax and TensorStore wrap it)."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _process_umask() -> int:
@@ -36,12 +78,13 @@ _FILE_MODE = 0o666 & ~_process_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+def atomic_path(path: str | os.PathLike, *, need_bytes: int | None = None) -> Iterator[pathlib.Path]:
     """Yields a fresh local temporary path beside `path`, with the same suffix (writers such as Pillow,
     matplotlib and ffmpeg choose the format by it). If the block ends normally the file gets the permissions an
     ordinary `open(path, "w")` would give (mkstemp makes it 0600) and is renamed over `path`; if not, it is
     removed and `path` is left as it was. Parent folders are created. For a URL `path` the temporary file is in
-    the system's temp folder and is uploaded as one object write."""
+    the system's temp folder and is uploaded as one object write. A full disk (ENOSPC) becomes a `DiskFullError`
+    naming `path`, `need_bytes` (when the caller knows it) and the free space."""
     if not paths.is_local(path):
         with _upload_on_success(paths.as_path(path)) as tmp:
             yield tmp
@@ -55,6 +98,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
         yield tmp
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
+    except DiskFullError:
+        raise
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full(path, need_bytes) from error
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -82,6 +131,7 @@ def write_text(path: str | os.PathLike, text: str) -> pathlib.Path | epath.Path:
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> pathlib.Path | epath.Path:
     """`np.savez` to exactly `path` (np.savez given a file name would append `.npz` to one without it)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    need = sum(np.asarray(a).nbytes for a in arrays.values())
+    with atomic_path(path, need_bytes=need) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return paths.native(path)

@@ -49,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"motionaura: unknown command {name!r}.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"motionaura_jax.commands.{name.replace('-', '_')}")
-    rc = module.main(rest)
+    from motionaura_jax.atomic import DiskFullError
+
+    try:
+        rc = module.main(rest)
+    except DiskFullError as error:  # any command, any file: one line, what was there before intact
+        print(f"motionaura {name}: {error.strerror}", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

@@ -27,6 +27,7 @@ def _build(args: argparse.Namespace) -> int:
         "test": args.num_test,
         "heldout": args.num_heldout,
     }
+    report: dict = {}
     try:
         path = tfds_builder.build_dataset(
             args.out,
@@ -40,11 +41,16 @@ def _build(args: argparse.Namespace) -> int:
             seed=args.seed,
             split_sizes=sizes,
             overwrite=args.overwrite,
+            report=report,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"motionaura data build: {error}", file=sys.stderr)
         return 2
     summary = tfds_builder.dataset_summary(path)
+    if "folder" in report:  # each skipped file was named with its reason in the log; here the counts
+        summary["source_folder"] = {
+            k.removeprefix("data/"): int(v) for k, v in report["folder"].metrics().items()
+        }
     print(json.dumps(summary, indent=2))
     print(f"train on it with: --config.data.source=tfds --config.data.path={args.out}")
     return 0

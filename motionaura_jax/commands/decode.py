@@ -31,7 +31,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     try:
-        with np.load(args.tokens) as data:
+        with np.load(args.tokens, allow_pickle=False) as data:
             tokens = {k: data[k] for k in data.files}
     except (OSError, ValueError) as error:
         print(f"motionaura decode: cannot read {args.tokens}: {error}", file=sys.stderr)

@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
 
     # The workdir (a folder or gs://BUCKET/RUN) is probed before jax starts: an unreachable bucket fails here in
     # one line, with nothing written locally, instead of minutes later in a storage client's traceback.
-    from motionaura_jax import paths
+    from motionaura_jax import atomic, paths
 
     try:
         paths.probe_workdir(args.workdir)
@@ -63,6 +63,9 @@ def main(argv: list[str]) -> int:
         result = loop.train(config, args.workdir)
     except loop.NonFiniteLossError as error:
         print(f"motionaura train: {error}", file=sys.stderr)
+        return 1
+    except atomic.DiskFullError as error:
+        print(f"motionaura train: {error.strerror}", file=sys.stderr)
         return 1
     except paths.WorkdirError as error:
         print(f"motionaura train: {error}", file=sys.stderr)

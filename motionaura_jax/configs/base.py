@@ -33,6 +33,13 @@ def get_config(task: str) -> ml_collections.ConfigDict:
             sample_every=0,  # 0 = only never (eval/sample hooks of the task)
             profile_start=-1,
             profile_steps=0,  # jax.profiler trace window, written to WORKDIR/profile
+            # A NaN/inf in the batch, loss, gradients or new state stops the run naming the step and the quantity
+            # (train/finite.py). skip_nonfinite: keep the previous state for such a step and count it instead;
+            # more than max_nonfinite skipped steps stop the run. inject_nonfinite: "batch|loss|grads|codebook@STEP"
+            # puts a NaN there on purpose (drills, tests).
+            skip_nonfinite=False,
+            max_nonfinite=10,
+            inject_nonfinite="",
         )
     )
     # Axis sizes; -1 fills with the devices left. num_devices=-1 uses all devices.

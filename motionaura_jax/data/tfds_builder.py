@@ -134,8 +134,10 @@ def build_dataset(
     seed: int = 0,
     split_sizes: dict[str, int] | None = None,
     overwrite: bool = False,
+    report: dict[str, Any] | None = None,
 ) -> pathlib.Path:
-    """Writes the dataset; returns its folder (`out_dir/motionaura_videos/1.0.0`).
+    """Writes the dataset; returns its folder (`out_dir/motionaura_videos/1.0.0`). With source="folder",
+    `report["folder"]` is set to the VideoFolder read (its bad_files, too_short and metrics()).
 
     source="synthetic": Moving Shapes splits (default train 1000, validation/test/heldout 100 each;
     `split_sizes` overrides) with masks and sketches. source="folder": one centred clip per readable video
@@ -184,6 +186,8 @@ def build_dataset(
 
         folder = VideoFolder(path, frames=frames, size=size, fps=fps, random_crop=False)
         with_masks = False
+        if report is not None:
+            report["folder"] = folder
 
         def gen():
             for i, entry in enumerate(folder.entries):

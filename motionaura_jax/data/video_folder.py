@@ -3,20 +3,28 @@
 Captions come from `captions.jsonl` in the folder (`{"video": "relative/path.mp4", "caption": "..."}` a line)
 or from a `.txt` sidecar next to each video (`clip.mp4` + `clip.txt`); a video without either gets "".
 
-Bad input never stops a run: a file that cannot be decoded (corrupt, truncated, not a video) is skipped,
-named in a warning, and counted in `bad_files`; a read that fails later falls through to the next video.
-Only a folder with no readable video at all is an error.
+Bad input never stops a run: a file that cannot be decoded (corrupt, truncated, not a video, a symlink loop,
+a dangling symlink, a folder or a FIFO with a video's name, one whose probe takes longer than
+`probe_timeout_s`) is skipped, named once in a warning with its reason, and counted in `bad_files`; a read that
+fails later falls through to the next video. Only a folder with no readable video at all is an error.
+
+A captions.jsonl entry is data from whoever made the folder: one that points outside the folder (`..`, an
+absolute path) is refused, and one naming a file that is not there (or a dangling symlink) is named; both are
+warned about once and counted (`captions_refused`, `captions_missing`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import errno
 import json
 import logging
 import os
 import pathlib
+import queue
+import stat
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -81,8 +89,58 @@ def clip_frame_indices(
     return np.clip(idx, 0, max(0, num_source_frames - 1))
 
 
-def _read_captions(root: pathlib.Path, videos: list[pathlib.Path]) -> dict[str, str]:
+def _not_a_file(path: pathlib.Path) -> str | None:
+    """Why `path` (named like a video) is not a regular file to read, or None when it is one."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return f"dangling symlink to {os.readlink(path)}"
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not a video file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    return None
+
+
+@dataclasses.dataclass
+class CaptionIssues:
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # entry -> why it was refused
+    missing: dict[str, str] = dataclasses.field(default_factory=dict)  # entry -> what is wrong with its file
+
+
+def _caption_key(root: pathlib.Path, key: str, issues: CaptionIssues, where: str) -> str | None:
+    """The entry's path relative to `root`, or None (named in `issues`) when it leaves the folder or names
+    nothing there."""
+    entry = pathlib.PurePosixPath(key.replace("\\", "/"))
+    if entry.is_absolute() or pathlib.PureWindowsPath(key).drive:
+        issues.refused[key] = f"{where}: absolute path {key!r} refused (entries are relative to the folder)"
+        return None
+    if ".." in entry.parts:
+        issues.refused[key] = f"{where}: {key!r} points outside the folder; refused"
+        return None
+    target = root / pathlib.Path(*entry.parts) if entry.parts else root
+    try:
+        resolved = target.resolve(strict=False)
+        inside = resolved == root.resolve() or root.resolve() in resolved.parents
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on older Pythons
+        inside = True
+    if not inside:
+        issues.refused[key] = f"{where}: {key!r} is a symlink out of the folder; refused"
+        return None
+    if not target.is_file():
+        problem = _not_a_file(target) if (target.exists() or target.is_symlink()) else "no such file"
+        issues.missing[key] = f"{where}: {key!r}: {problem}"
+        return None
+    return str(pathlib.Path(*entry.parts))
+
+
+def _read_captions(root: pathlib.Path, videos: list[pathlib.Path]) -> tuple[dict[str, str], CaptionIssues]:
     captions: dict[str, str] = {}
+    issues = CaptionIssues()
     jsonl = root / CAPTIONS_FILE
     if jsonl.exists():
         with open(jsonl, encoding="utf-8") as f:
@@ -96,7 +154,12 @@ def _read_captions(root: pathlib.Path, videos: list[pathlib.Path]) -> dict[str, 
                     raise ValueError(
                         f"{jsonl}:{lineno}: expected a JSON object with 'video' and 'caption' keys ({exc})"
                     ) from None
-                captions[str(pathlib.Path(key))] = str(caption)
+                rel = _caption_key(root, str(key), issues, f"{jsonl.name}:{lineno}")
+                if rel is not None:
+                    captions[rel] = str(caption)
+                elif "/" not in str(key) and "\\" not in str(key) and str(key) not in issues.refused:
+                    # A bare file name may name a file in a sub-folder (matched below), so keep it for that.
+                    captions[str(key)] = str(caption)
     for video in videos:
         rel = str(video.relative_to(root))
         if rel in captions:
@@ -106,7 +169,51 @@ def _read_captions(root: pathlib.Path, videos: list[pathlib.Path]) -> dict[str, 
             captions[rel] = sidecar.read_text(encoding="utf-8").strip()
         elif video.name in captions:  # captions.jsonl may name files without their sub-folder
             captions[rel] = captions[video.name]
-    return captions
+            issues.missing.pop(video.name, None)
+    return captions, issues
+
+
+def probe_with_deadline(
+    paths: list[pathlib.Path], probe, threads: int, timeout_s: float, progress=None
+) -> list[object]:
+    """`probe(path)` for every path on `threads` daemon threads; a path whose probe does not return within
+    `timeout_s` gets a `TimeoutError` as its result. Daemon threads (not a ThreadPoolExecutor, whose threads
+    the interpreter joins at exit): a decoder stuck on one hostile file must not hold the process."""
+    results: list[object] = [None] * len(paths)
+    started: list[float | None] = [None] * len(paths)
+    done = [threading.Event() for _ in paths]
+    todo: queue.Queue[int] = queue.Queue()
+    for i in range(len(paths)):
+        todo.put(i)
+
+    def worker():
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            started[i] = time.monotonic()
+            try:
+                results[i] = probe(paths[i])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller as this path's result
+                results[i] = exc
+            done[i].set()
+
+    workers = [
+        threading.Thread(target=worker, daemon=True, name="probe-video") for _ in range(max(1, threads))
+    ]
+    for w in workers:
+        w.start()
+    for i in range(len(paths)):
+        while not done[i].wait(0.05):
+            if started[i] is not None and time.monotonic() - started[i] > timeout_s:
+                results[i] = TimeoutError(f"no answer within {timeout_s:g} s")
+                # The stuck worker is abandoned; start another so the rest of the queue still drains.
+                threading.Thread(target=worker, daemon=True, name="probe-video").start()
+                break
+        if progress is not None:
+            progress.update(1)
+    return results
 
 
 class VideoFolder:
@@ -131,6 +238,7 @@ class VideoFolder:
         recursive: bool = True,
         probe_threads: int = 4,
         show_progress: bool = True,
+        probe_timeout_s: float = 60.0,
     ):
         self.root = pathlib.Path(root)
         if not self.root.is_dir():
@@ -141,21 +249,38 @@ class VideoFolder:
         self.frames, self.size = int(frames), int(size)
         self.fps = float(fps) if fps else None
         self.random_crop, self.flip, self.seed = random_crop, flip, int(seed)
+        self.probe_timeout_s = float(probe_timeout_s)
         pattern = "**/*" if recursive else "*"
-        paths = sorted(
+        # Everything named like a video counts, regular file or not: a symlink loop or a folder called x.mp4
+        # is named as bad below rather than silently passed over.
+        candidates = sorted(
             p
             for p in self.root.glob(pattern)
-            if p.is_file() and p.suffix.lower() in video_io.VIDEO_EXTENSIONS and not p.name.startswith(".")
+            if p.suffix.lower() in video_io.VIDEO_EXTENSIONS
+            and not p.name.startswith(".")
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts[:-1])
         )
-        if not paths:
+        if not candidates:
             raise ValueError(
                 f"video folder {self.root} holds no video files "
                 f"(looked for {', '.join(video_io.VIDEO_EXTENSIONS)}{' recursively' if recursive else ''})"
             )
-        captions = _read_captions(self.root, paths)
         self.bad_files: dict[str, str] = {}  # path -> reason, for files that could not be read
         self.too_short: dict[str, str] = {}
         self._lock = threading.Lock()
+        paths = []
+        for path in candidates:
+            problem = _not_a_file(path)
+            if problem is None:
+                paths.append(path)
+            elif not any(parent in candidates for parent in path.parents):  # inside a folder named x.mp4
+                self._mark_bad(str(path), problem)
+        captions, issues = _read_captions(self.root, paths)
+        self.captions_refused, self.captions_missing = issues.refused, issues.missing
+        for reason in issues.refused.values():
+            log.warning("captions entry refused: %s", reason)
+        for reason in issues.missing.values():
+            log.warning("captions entry names no readable file: %s", reason)
         infos = self._probe_all(paths, probe_threads, show_progress)
         self.entries: list[FolderEntry] = []
         for path, info in zip(paths, infos, strict=True):
@@ -181,12 +306,14 @@ class VideoFolder:
                 f"video folder {self.root}: none of its {len(paths)} video files is usable ({details}). "
                 f"Check the files play (e.g. with ffmpeg), or lower data.frames / data.fps."
             )
-        if self.bad_files:
+        if self.bad_files or self.too_short:
+            # Counts only: each file was named once, with its reason, when it was skipped.
             log.warning(
-                "video folder %s: skipped %d unreadable file(s): %s",
+                "video folder %s: %d video(s) kept, %d unreadable and %d too short skipped (named above)",
                 self.root,
+                len(self.entries),
                 len(self.bad_files),
-                ", ".join(self.bad_files),
+                len(self.too_short),
             )
 
     def _source_frames_needed(self, source_fps: float) -> int:
@@ -194,21 +321,29 @@ class VideoFolder:
         return int(np.floor((self.frames - 1) * step + 1e-6)) + 1
 
     def _probe_all(self, paths: list[pathlib.Path], threads: int, show_progress: bool):
-        def probe(path):
-            try:
-                return video_io.probe_video(path)
-            except video_io.VideoReadError as exc:
-                self._mark_bad(str(path), exc.reason)
-                return None
-
         from tqdm.auto import tqdm
 
-        # ffmpeg runs as a subprocess, so threads overlap the probes well.
-        with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-            it = pool.map(probe, paths)
-            if show_progress and len(paths) > 50:
-                it = tqdm(it, total=len(paths), desc=f"probing {self.root.name}", unit="video")
-            return list(it)
+        bar = None
+        if show_progress and len(paths) > 50:
+            bar = tqdm(total=len(paths), desc=f"probing {self.root.name}", unit="video")
+        # libav runs with the GIL released, so threads overlap the probes well.
+        results = probe_with_deadline(paths, video_io.probe_video, threads, self.probe_timeout_s, bar)
+        if bar is not None:
+            bar.close()
+        infos = []
+        for path, result in zip(paths, results, strict=True):
+            if isinstance(result, video_io.VideoInfo):
+                infos.append(result)
+                continue
+            if isinstance(result, video_io.VideoReadError):
+                reason = result.reason
+            elif isinstance(result, TimeoutError):
+                reason = f"probe gave no answer within {self.probe_timeout_s:g} s"
+            else:  # a decoder bug on a hostile file: named like any other bad file, never a crash
+                reason = f"{type(result).__name__}: {str(result).splitlines()[0] if str(result) else ''}"
+            self._mark_bad(str(path), reason)
+            infos.append(None)
+        return infos
 
     def _mark_bad(self, path: str, reason: str) -> None:
         with self._lock:
@@ -241,14 +376,25 @@ class VideoFolder:
             "data/bad_files": float(len(self.bad_files)),
             "data/short_files": float(len(self.too_short)),
             "data/videos": float(len(self.entries)),
+            "data/captions_refused": float(len(self.captions_refused)),
+            "data/captions_missing": float(len(self.captions_missing)),
         }
 
     def _load(self, entry: FolderEntry, rng: np.random.Generator | None) -> dict[str, Any]:
         info = entry.info
         idx = clip_frame_indices(info.num_frames, info.fps, self.frames, self.fps, rng)
-        source, fps = video_io.read_video(
-            entry.path, start_frame=int(idx[0]), num_frames=int(idx[-1] - idx[0] + 1)
-        )
+        try:
+            source, fps = video_io.read_video(
+                entry.path, start_frame=int(idx[0]), num_frames=int(idx[-1] - idx[0] + 1)
+            )
+        except video_io.VideoReadError:
+            if idx[0] == 0:
+                raise
+            # The container's frame count was too high (variable frame rate, a damaged tail): decode what is
+            # there and place the clip within the frames that exist.
+            source, fps = video_io.read_video(entry.path)
+            idx = clip_frame_indices(len(source), info.fps, self.frames, self.fps, rng)
+            source, idx = source[idx[0] : idx[-1] + 1], idx
         # The container's frame count is an estimate: clamp to what was actually decoded.
         video = source[np.clip(idx - idx[0], 0, len(source) - 1)]
         video = resize_and_crop(video, self.size, rng=rng)

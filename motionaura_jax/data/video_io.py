@@ -109,6 +109,20 @@ def set_read_backend(name: str) -> None:
     _read_backend = name
 
 
+# Frames larger than this are refused before decoding: a header that declares 60000x60000 would otherwise make
+# the decoder allocate gigabytes for one frame. 8K UHD (7680x4320) is 33.2M pixels.
+MAX_FRAME_PIXELS = 1 << 26
+
+
+def _check_frame_size(path, width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise VideoReadError(path, f"declared frame size {width}x{height} is empty")
+    if width * height > MAX_FRAME_PIXELS:
+        raise VideoReadError(
+            path, f"declared frame size {width}x{height} is over the {MAX_FRAME_PIXELS} pixel limit"
+        )
+
+
 class VideoReadError(IOError):
     """A video file that cannot be decoded; `path` and `reason` say which and why."""
 
@@ -141,6 +155,11 @@ def _check_file(path: pathlib.Path) -> None:
         raise VideoReadError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise VideoReadError(path, "empty file (0 bytes)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:  # e.g. permission denied: said as such, not as a decoder's guess
+        raise VideoReadError(path, exc.strerror or str(exc)) from None
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -167,6 +186,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         raise VideoReadError(
             path, f"no usable frame rate/duration in the container (fps={fps}, duration={duration})"
         )
+    _check_frame_size(path, int(width), int(height))
     return VideoInfo(str(path), fps, max(1, int(round(duration * fps))), int(height), int(width))
 
 
@@ -259,6 +279,7 @@ def _probe_av(path: pathlib.Path) -> VideoInfo:
             duration = 0.0
         num_frames = int(stream.frames) or int(round(duration * fps))
         width, height = stream.codec_context.width, stream.codec_context.height
+    _check_frame_size(path, int(width), int(height))
     if fps <= 0 or num_frames <= 0:
         raise VideoReadError(
             path, f"no usable frame rate/duration in the container (fps={fps}, duration={duration})"
@@ -286,12 +307,15 @@ def _read_av(source, start: int, stop: int | None) -> tuple[np.ndarray, float]:
         container, stream = _open_av(str(source) if isinstance(source, pathlib.Path) else source)
         with container:
             fps = _av_fps(stream)
+            _check_frame_size(name, stream.codec_context.width or 1, stream.codec_context.height or 1)
             to_rgb = _reformatter()
             for i, frame in enumerate(container.decode(stream)):
                 if stop is not None and i >= stop:
                     break
                 if i >= start:
                     frames.append(to_rgb.reformat(frame, format="rgb24").to_ndarray())
+    except VideoReadError:
+        raise
     except Exception as exc:  # av.FFmpegError subclasses, plus ValueError for a stream-less container
         raise VideoReadError(name, _av_reason(exc)) from exc
     if fps <= 0:
@@ -303,11 +327,18 @@ def _read_gif(path: pathlib.Path) -> tuple[np.ndarray, float]:
     from PIL import Image, ImageSequence
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns of a large image at open; the size is checked (and refused) right below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            _check_frame_size(path, *image.size)  # before any frame is decoded
             frames, durations = [], []
             for frame in ImageSequence.Iterator(image):
                 durations.append(frame.info.get("duration", 100) or 100)
                 frames.append(np.asarray(frame.convert("RGB")))
+    except VideoReadError:
+        raise
     except Exception as exc:
         raise VideoReadError(path, f"{type(exc).__name__}: {exc}") from exc
     fps = 1000.0 / float(np.median(durations)) if durations else 10.0

@@ -116,7 +116,7 @@ class LPIPSNet(nn.Module):
 def _read_arrays(path: str) -> dict[str, np.ndarray]:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             return {k: np.asarray(data[k]) for k in data.files}
     if ext == ".safetensors":
         from safetensors.numpy import load_file
@@ -129,7 +129,9 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
             raise ImportError(
                 f"LPIPS weights {path}: reading .pth needs torch; convert to .npz/.safetensors"
             ) from e
-        return {k: v.detach().cpu().numpy() for k, v in torch.load(path, map_location="cpu").items()}
+        # weights_only: a .pth is a pickle, and a full unpickle runs whatever code the file names.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return {k: v.detach().cpu().numpy() for k, v in state.items()}
     raise ValueError(f"LPIPS weights {path}: unknown format {ext!r}; use .npz, .safetensors or .pth")
 
 

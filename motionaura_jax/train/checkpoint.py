@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from motionaura_jax import paths
+from motionaura_jax import atomic, paths
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +84,43 @@ class Checkpointer:
         if step in self._manager.all_steps():
             log.info("checkpoint %d already exists; not saving again", step)
             return
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave({"processes": data_states}),
-                meta=ocp.args.JsonSave(record),
-            ),
-            force=True,
-        )
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave({"processes": data_states}),
+                    meta=ocp.args.JsonSave(record),
+                ),
+                force=True,
+            )
+        except Exception as error:
+            if atomic.is_disk_full(error):
+                raise self._disk_full(error, step, state) from error
+            raise
         if wait:
             self.wait()
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:  # an async save's failure surfaces here
+            if atomic.is_disk_full(error):
+                raise self._disk_full(error, None, None) from error
+            raise
+
+    def _disk_full(self, error: BaseException, step: int | None, state: Any) -> atomic.DiskFullError:
+        """One line naming the folder and the space needed; the previous checkpoints are untouched (Orbax writes
+        a step under a temporary name, removed here, and commits it by renaming)."""
+        for tmp in self.directory.glob("*.orbax-checkpoint-tmp-*") if paths.is_local(self.directory) else []:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        need = None
+        if state is not None:
+            need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state))
+        where = self.directory / str(step) if step is not None else self.directory
+        return atomic.disk_full(where, need, "saving checkpoint")
 
     # -- restore -----------------------------------------------------------------------------------------------
 

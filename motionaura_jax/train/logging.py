@@ -71,6 +71,7 @@ class MetricWriter:
             return
         paths.mkdir(self.workdir)
         if self._append:
+            _drop_torn_tail(self.path)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         else:
             self._lines = (
@@ -154,6 +155,27 @@ class MetricWriter:
         if self._tb_local is not None:
             shutil.rmtree(self._tb_local, ignore_errors=True)
         self._tb = None
+
+
+def _drop_torn_tail(path: os.PathLike) -> None:
+    """Cuts a last line without its newline off a local metrics file: what a process killed in the middle of a
+    write leaves. Appending after it would glue the next run's first line to the fragment, and that line (one
+    of a resumed step) would be lost to every reader."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            keep = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size)
+            log.warning("metrics file %s ends in a torn line (%d bytes); dropping it", path, size - keep)
+            f.truncate(keep)
+    except FileNotFoundError:
+        return
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:

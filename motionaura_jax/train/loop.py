@@ -9,6 +9,7 @@ stops the run naming the first bad step, and no checkpoint is ever written from 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -33,6 +34,7 @@ from motionaura_jax import config as config_lib
 from motionaura_jax import paths
 from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding as sharding_lib
+from motionaura_jax.train import finite
 from motionaura_jax.train import tasks as tasks_lib
 from motionaura_jax.train.checkpoint import Checkpointer
 from motionaura_jax.train.logging import MetricWriter
@@ -41,8 +43,8 @@ from motionaura_jax.train.task import Task
 log = logging.getLogger("motionaura")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the message names the step."""
+# A NaN or inf in the run (train/finite.py); the message names the step and the first non-finite quantity.
+NonFiniteLossError = finite.NonFiniteError
 
 
 @dataclasses.dataclass
@@ -128,9 +130,13 @@ def jit_train_step(setup: Setup, batch_shardings: Mapping[str, NamedSharding]) -
     replicated = NamedSharding(setup.mesh, PartitionSpec())
     train_rng = setup.train_rng
 
-    def step_fn(state, batch, step):
+    def task_step(state, batch, step):
         return setup.task.train_step(state, batch, jax.random.fold_in(train_rng, step), step)
 
+    tcfg = setup.config.train
+    step_fn = finite.guarded_step(
+        task_step, finite.parse_injection(tcfg.inject_nonfinite), bool(tcfg.skip_nonfinite)
+    )
     return jax.jit(
         step_fn,
         in_shardings=(setup.state_shardings, dict(batch_shardings), replicated),
@@ -173,13 +179,6 @@ class _Preemption:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def _first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[int, dict] | None:
-    for step, metrics in pending:
-        if not math.isfinite(float(metrics["loss"])):
-            return step, metrics
-    return None
 
 
 def _profile_folder(workdir: epath.Path) -> str:
@@ -265,6 +264,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     profiling, profile_folder = False, ""
     pending: list[tuple[int, dict]] = []
     last_metrics: dict[str, float] = {}
+    skip_nonfinite, max_nonfinite = bool(tcfg.skip_nonfinite), int(tcfg.max_nonfinite)
+    skipped = 0
     last_saved = start_step if restored is not None else -1
     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
     preempted = False
@@ -302,18 +303,39 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                 if step % log_every == 0 or save_now:
                     fetched = [(s, jax.device_get(m)) for s, m in pending]
                     pending.clear()
-                    bad = _first_nonfinite(fetched)
-                    if bad is not None:
-                        raise NonFiniteLossError(
-                            f"loss is {float(bad[1]['loss'])} at step {bad[0]} (task {config.task}); stopped. "
+                    good = []
+                    for s, m in fetched:
+                        quantity = finite.first_bad(m)
+                        if quantity is None:
+                            good.append((s, finite.strip_flags(m)))
+                            continue
+                        where = (
                             f"The last good checkpoint is step {checkpointer.latest_step()} in "
-                            f"{checkpointer.directory}. Lower train.lr or check the data, then re-run to resume."
+                            f"{checkpointer.directory}"
                         )
+                        if not skip_nonfinite:
+                            raise NonFiniteLossError(
+                                f"{quantity} is not finite at step {s} (task {config.task}); stopped. {where}. "
+                                "Lower train.lr or check the data, then re-run to resume (or set "
+                                "--config.train.skip_nonfinite=True to skip such steps)."
+                            )
+                        skipped += 1
+                        log.warning(
+                            "step %d skipped: %s is not finite (%d skipped so far)", s, quantity, skipped
+                        )
+                        if skipped > max_nonfinite:
+                            raise NonFiniteLossError(
+                                f"{quantity} is not finite at step {s} (task {config.task}), the {skipped}th "
+                                f"skipped step: over train.max_nonfinite={max_nonfinite}; stopped. {where}."
+                            )
+                    fetched = good or [(s, finite.strip_flags(m)) for s, m in fetched[-1:]]
                     elapsed = time.perf_counter() - window_start
                     last_metrics = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
                     last_metrics["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
                     # Fraction of wall time the loop spent waiting for the input pipeline.
                     last_metrics["data_wait_frac"] = data_wait / max(elapsed, 1e-9)
+                    if skip_nonfinite:
+                        last_metrics["nonfinite_skipped"] = float(skipped)
                     if hasattr(data, "metrics"):  # e.g. unreadable files the input pipeline skipped
                         last_metrics.update(
                             {
@@ -359,12 +381,21 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                     log.warning(msg)
                     print(msg, flush=True)
                     break
-    finally:
-        if profiling:
-            _stop_profile(workdir, profile_folder)
+    except BaseException:
+        # Already failing (a full disk, a non-finite step): closing must not replace that error with its own.
+        bar.close()
+        with contextlib.suppress(Exception):
+            writer.close()
+        with contextlib.suppress(Exception):
+            checkpointer.close()
+        raise
+    else:
         bar.close()
         writer.close()
         checkpointer.close()
+    finally:
+        if profiling:
+            _stop_profile(workdir, profile_folder)
     return TrainResult(state=state, step=step, last_metrics=last_metrics, preempted=preempted)
 
 

@@ -17,6 +17,8 @@ import jax
 import ml_collections
 import optax
 
+from motionaura_jax.train import finite
+
 
 def learning_rate(train: ml_collections.ConfigDict) -> optax.Schedule | float:
     """`train.schedule`: "warmup_cosine" (linear warm-up over `warmup` steps to `lr`, cosine decay to lr/10 at
@@ -35,9 +37,11 @@ def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransforma
     """AdamW on `learning_rate(train)` with `b1`, `b2`, `weight_decay`, after global-norm clipping at
     `grad_clip` (0: no clipping)."""
     adamw = optax.adamw(learning_rate(train), b1=train.b1, b2=train.b2, weight_decay=train.weight_decay)
-    if train.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(train.grad_clip), adamw)
-    return adamw
+    tx = optax.chain(optax.clip_by_global_norm(train.grad_clip), adamw) if train.grad_clip > 0 else adamw
+    injection = finite.parse_injection(train.inject_nonfinite)
+    if injection is not None and injection.kind == "grads":  # a fault drill: NaN gradients at one step
+        tx = optax.chain(finite.poison_gradients(injection.step), tx)
+    return tx
 
 
 @flax.struct.dataclass

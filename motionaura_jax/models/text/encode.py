@@ -198,7 +198,7 @@ def encode_text(
     for key in set(keys):
         path = _cache_path(cache, key)
         if path.is_file():
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 found[key] = (data["embedding_ld"], data["mask_l"])
     todo = sorted({p for p, k in zip(prompts, keys, strict=True) if k not in found})
     if todo:
