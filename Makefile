@@ -25,9 +25,11 @@ install: $(STAMP)
 demo: install
 	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(VENV)/bin/motionaura quickstart --workdir=runs/quickstart
 
-# pytest exits 5 when it collects nothing: that is a failure here, said plainly.
+# pytest exits 5 when it collects nothing: that is a failure here, said plainly. TEST_WORKERS test processes
+# (pytest-xdist), each file on one of them so that module fixtures are built once; TEST_WORKERS=0: in-process.
+TEST_WORKERS ?= 2
 test: install
-	@$(PY) -m pytest -q tests; rc=$$?; \
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 lint: install

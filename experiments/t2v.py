@@ -41,7 +41,7 @@ _TINY = dict(
     eval=dict(num_videos=2, batch_size=2),
 )
 _QUICKSTART = dict(
-    model=dict(width=128, depth=4, heads=4, mlp_ratio=4.0),
+    model=dict(width=128, depth=4, heads=4, mlp_ratio=4.0, patch_size=(1, 2, 2)),
     data=dict(source="synthetic", frames=17, size=32, num_clips=2048),
     tokens=dict(tokenizer_workdir="runs/quickstart/vae", text_max_length=16, shard_size=512, batch_size=32),
     train=dict(
