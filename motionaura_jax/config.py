@@ -190,6 +190,26 @@ def save_config(config: ml_collections.ConfigDict, workdir: os.PathLike | str) -
     return atomic.write_text(paths.as_path(workdir) / "config.json", to_json(config) + "\n")
 
 
+def fill_missing(
+    config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, prefix: str = ""
+) -> list[str]:
+    """Adds to `config` every key of `defaults` it lacks (recursively; nothing present is changed) and returns
+    the dotted names added: a run saved before a key existed loads with that key's default, which is chosen to
+    keep the old behaviour."""
+    added = []
+    for key, value in defaults.items():
+        name = f"{prefix}{key}"
+        if key not in config:
+            with config.unlocked():
+                config[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+            added.append(name)
+        elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+            config[key], ml_collections.ConfigDict
+        ):
+            added += fill_missing(config[key], value, f"{name}.")
+    return added
+
+
 def config_from_json(path: os.PathLike | str) -> ml_collections.ConfigDict:
     """Reads a `config.json` written by `save_config` back (lists become tuples, as in experiment files)."""
 

@@ -16,6 +16,7 @@ named in the error.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -35,6 +36,14 @@ from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding as sharding_lib
 
 log = logging.getLogger(__name__)
+
+# Where each task's defaults live (the keys a config.json saved by an older version may lack).
+TASK_DEFAULTS = {
+    "vae": "motionaura_jax.configs.vae",
+    "t2v": "motionaura_jax.configs.t2v",
+    "inpaint": "motionaura_jax.configs.inpaint",
+    "tiny": "motionaura_jax.configs.tiny",
+}
 
 
 class RunError(ValueError):
@@ -159,6 +168,11 @@ def read_config(
     if not path.exists():
         raise RunError(f"{path} not found: is {workdir} a training workdir (motionaura train --workdir=...)?")
     config = config_lib.config_from_json(path)
+    task = str(config.get("task", ""))
+    if task in TASK_DEFAULTS:
+        added = config_lib.fill_missing(config, importlib.import_module(TASK_DEFAULTS[task]).get_config())
+        if added:
+            log.info("%s predates %s: using their defaults", path, ", ".join(added))
     for key, value in (overrides or {}).items():
         config_lib.apply_override(config, key, str(value))
     return config

@@ -164,3 +164,22 @@ def test_commands_and_token_cache_load_through_load_run(trained, tmp_path, monke
     )  # fmt: skip
     assert len(ensure_token_cache(config)) == 8
     assert calls[-1] == "vae"
+
+
+def test_a_config_saved_before_a_key_existed_loads_with_its_default(tmp_path, caplog):
+    """read_config fills keys a config.json lacks from the task's defaults (and changes nothing present)."""
+    import json
+    import logging
+
+    config = config_lib.load_config("experiments/vae.py:tiny")
+    config_lib.save_config(config, tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["model"]["refine_channels"], saved["loss"]["gradient_l1"]
+    saved["model"]["channels"] = [8, 16, 24]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with caplog.at_level(logging.INFO, logger="motionaura_jax.runs"):
+        loaded = runs.read_config(tmp_path)
+    assert loaded.model.refine_channels == 0 and loaded.loss.gradient_l1 == 0.0
+    assert tuple(loaded.model.channels) == (8, 16, 24)  # present keys are the run's own
+    assert "model.refine_channels" in caplog.text and "loss.gradient_l1" in caplog.text
+    assert config_lib.fill_missing(loaded, config) == []

@@ -166,8 +166,12 @@ def global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def test_chunked_encode_decode_equals_whole_clip():
-    model, variables = built()
+@pytest.mark.parametrize("refine", [0, 4], ids=["head", "refine_conv"])
+def test_chunked_encode_decode_equals_whole_clip(refine):
+    """Streaming is exact, with the full-resolution refinement conv too (it is per frame: no causal state)."""
+    model, variables = built(refine_channels=refine) if refine else built()
+    if refine:
+        assert variables["params"]["decoder"]["refine_conv"]["kernel"].shape == (1, 3, 3, 4, 4)
     x = jax.random.uniform(jax.random.PRNGKey(0), (1, 17, 16, 16, 3), minval=-1, maxval=1)
     z_whole, q_whole = model.apply(variables, x, method="encode")
     # Chunks: 1 + 4k first, then multiples of 4 frames; the causal state is carried in "cache".

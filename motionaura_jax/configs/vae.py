@@ -65,6 +65,7 @@ def model_config() -> ml_collections.ConfigDict:
             down_time=(True, True),  # per stage transition
             stem_patch=2,
             stem_time_kernel=1,  # space x stem_patch * 2^sum(down_space)
+            refine_channels=0,  # > 0: the decoder ends with a 3x3 conv per frame at full resolution
             expand=2,
             kernel_size=3,
             depthwise="2+1d",
