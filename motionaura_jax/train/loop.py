@@ -253,6 +253,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
             "config": config.to_dict(),
             "rng": np.asarray(jax.random.key_data(train_rng)).tolist(),
             "task": config.task,
+            # Carried across resumes so that train.max_nonfinite bounds the whole run, not each attempt.
+            "nonfinite_skipped": skipped,
         }
 
     # --- loop --------------------------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     pending: list[tuple[int, dict]] = []
     last_metrics: dict[str, float] = {}
     skip_nonfinite, max_nonfinite = bool(tcfg.skip_nonfinite), int(tcfg.max_nonfinite)
-    skipped = 0
+    skipped = int((restored.meta if restored is not None else {}).get("nonfinite_skipped", 0))
     last_saved = start_step if restored is not None else -1
     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
     preempted = False
@@ -325,8 +327,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                         )
                         if skipped > max_nonfinite:
                             raise NonFiniteLossError(
-                                f"{quantity} is not finite at step {s} (task {config.task}), the {skipped}th "
-                                f"skipped step: over train.max_nonfinite={max_nonfinite}; stopped. {where}."
+                                f"{quantity} is not finite at step {s} (task {config.task}), skipped step "
+                                f"{skipped} of the run: over train.max_nonfinite={max_nonfinite}; stopped. {where}."
                             )
                     fetched = good or [(s, finite.strip_flags(m)) for s, m in fetched[-1:]]
                     elapsed = time.perf_counter() - window_start
