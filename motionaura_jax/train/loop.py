@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from motionaura_jax import config as config_lib
-from motionaura_jax import paths
+from motionaura_jax import paths, runs
 from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding as sharding_lib
 from motionaura_jax.train import finite
@@ -196,17 +196,48 @@ def _stop_profile(workdir: epath.Path, folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _check_previous_task(workdir: epath.Path, task: str) -> None:
+    """A workdir that already holds a run of another task (or an unreadable config.json) is refused before
+    anything is built or written: resuming it is impossible and overwriting its config.json would orphan it."""
+    previous = workdir / "config.json"
+    if not previous.exists():
+        return
+    try:
+        old_task = str(config_lib.config_from_json(previous).get("task", task))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise paths.WorkdirError(
+            f"workdir {workdir}: its config.json cannot be read ({type(error).__name__}); use a new --workdir, "
+            "or restore config.json from checkpoints/<step>/meta"
+        ) from None
+    if old_task != task:
+        raise paths.WorkdirError(
+            f"workdir {workdir} holds a {old_task!r} run, not a {task!r} one; use a new --workdir"
+        )
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TrainResult:
     """Runs (or resumes) `config.task` for `config.train.steps` steps in `workdir` (a folder or a gs:// URL).
 
     The workdir is probed first (`paths.probe_workdir`): one that cannot be written fails here with
     `paths.WorkdirError`, before anything is built."""
     workdir = paths.probe_workdir(workdir)
+    _check_previous_task(workdir, str(config.task))
     tcfg = config.train
     is_main = jax.process_index() == 0
 
     # --- mesh, task, sharded abstract state --------------------------------------------------------------------
     setup = build(config)
+    # Before config.json is replaced: a checkpoint of another model size cannot be resumed, and moving it
+    # aside as damaged would lose it.
+    saved_steps = runs.checkpoint_steps(workdir)
+    if saved_steps:
+        newest = workdir / "checkpoints" / str(saved_steps[0]) / "state"
+        mismatch = runs.checkpoint_mismatch(newest, setup.abstract_state)
+        if mismatch:
+            raise paths.WorkdirError(
+                f"workdir {workdir} holds checkpoints of a different model ({mismatch}); use a new --workdir, "
+                "or the config the run was trained with"
+            )
     mesh = setup.mesh
     check_batch_size(config, mesh)
     n_params = _count(setup.task.params_of(setup.abstract_state))
