@@ -10,7 +10,6 @@ is tested is how the commands refuse inputs, never what a model computes.
 
 from __future__ import annotations
 
-import logging
 import os
 import pathlib
 import shlex
@@ -103,17 +102,6 @@ def world(tmp_path_factory):
     _make_read_only(root / "ro")
     yield root
     _undo_read_only(root / "ro")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    # `train` and `quickstart` set up motionaura's handlers; later test modules must find logging as it was.
-    loggers = [logging.getLogger(n) for n in ("motionaura", "motionaura_jax")]
-    saved = [(lg, list(lg.handlers), lg.propagate, lg.level) for lg in loggers]
-    yield
-    for logger, handlers, propagate, level in saved:
-        logger.handlers[:] = handlers
-        logger.propagate, logger.level = propagate, level
 
 
 # (command line, fragments the one-line error must contain, separated by " | "). {root}: the fixture's folder; {missing}: a path
