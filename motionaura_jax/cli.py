@@ -56,7 +56,35 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as error:  # any command, any file: one line, what was there before intact
         print(f"motionaura {name}: {error.strerror}", file=sys.stderr)
         return 1
+    except Exception as error:
+        if not _is_input_error(error):
+            raise
+        # A wrong input that a command did not catch itself: still one line naming it, exit 2.
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        label = (
+            f"{name} {rest[0]}" if name in ("eval", "data") and rest and not rest[0].startswith("-") else name
+        )
+        print(f"motionaura {label}: {message}", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+# The errors that mean "an input (a path, a config, a flag) is wrong", each with a one-line message naming it.
+# Looked up by module so that the CLI imports none of them (the command already did, if it can raise one).
+_INPUT_ERRORS = (
+    ("motionaura_jax.config", "ConfigError"),
+    ("motionaura_jax.paths", "WorkdirError"),
+    ("motionaura_jax.paths", "InputFileError"),
+    ("motionaura_jax.runs", "RunError"),
+    ("motionaura_jax.eval.t2v", "EvalInputError"),
+    ("motionaura_jax.pipelines.inpaint", "InpaintInputError"),
+    ("motionaura_jax.models.text.loading", "ModelFolderError"),
+)
+
+
+def _is_input_error(error: Exception) -> bool:
+    classes = [getattr(sys.modules[m], c) for m, c in _INPUT_ERRORS if m in sys.modules]
+    return isinstance(error, tuple(classes))
 
 
 if __name__ == "__main__":

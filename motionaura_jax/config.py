@@ -51,7 +51,14 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
     file = _resolve_experiment_path(path)
     module_spec = importlib.util.spec_from_file_location(f"motionaura_experiment_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as error:  # a typo in the file: where it is, not a traceback through importlib
+        raise ConfigError(
+            f"{file}:{error.lineno}: syntax error ({error.msg}); fix the experiment file"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file} is not UTF-8 text; save it as UTF-8") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{file} defines no get_config(arg=None)")
     config = module.get_config(arg) if arg else module.get_config()

@@ -216,3 +216,84 @@ def probe_workdir(workdir: PathLike, *, timeout_s: float | None = None) -> epath
         )
         raise WorkdirError(f"workdir {workdir} cannot be written and read back: {_one_line(error)}.{hint}")
     return workdir
+
+
+class OutputPathError(WorkdirError):
+    """An output file or folder that cannot be written where it was asked for; the message is one line naming
+    the flag, the folder in the way and the fix. Raised before any work, so nothing is half-written."""
+
+
+def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _writable_folder(folder: pathlib.Path) -> OSError | None:
+    """None when a file can be created in `folder`, else the error creating one raised. A real attempt, not
+    `os.access`: a read-only mount, an immutable folder or an ACL refuses even a process that access() lets
+    through (root, for one)."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".motionaura-write-check-", dir=folder)
+    except OSError as error:
+        return error
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def check_output(path: PathLike, flag: str, *, folder: bool = False) -> epath.Path:
+    """Checks, before any work, that the file `path` (or, with `folder=True`, the folder `path`) can be written:
+    its folder exists and takes a new file, or the nearest existing parent does (the missing folders are created
+    by the writer). Creates nothing. `flag` ("--out") names the argument in the error. URLs are not checked
+    here (`probe_workdir` checks a bucket). Raises `OutputPathError`; returns `path` as an `epath.Path`.
+
+        check_output("runs/x/sample.mp4", "--out")   # fine when runs/ is writable, even without runs/x
+    """
+    try:
+        out = as_path(path)
+    except ValueError as error:
+        raise OutputPathError(f"{flag}={os.fspath(path)}: {error}") from None
+    if not is_local(out):
+        return out
+    local = pathlib.Path(os.path.abspath(os.fspath(out)))
+    if folder and local.exists() and not local.is_dir():
+        raise OutputPathError(f"{flag}={path}: {local} is a file, not a folder; choose a folder path")
+    if not folder and local.is_dir():
+        raise OutputPathError(f"{flag}={path}: {local} is a folder; give a file name inside it")
+    holder = local if folder else local.parent
+    existing = _nearest_existing(holder)
+    if not existing.is_dir():
+        raise OutputPathError(
+            f"{flag}={path}: {existing} is a file, so the folder {holder} cannot be created; choose another path"
+        )
+    error = _writable_folder(existing)
+    if error is not None:
+        where = (
+            f"folder {existing}" if existing == holder else f"{holder} is missing and its parent {existing}"
+        )
+        raise OutputPathError(
+            f"{flag}={path}: {where} cannot be written ({error.strerror or type(error).__name__}); "
+            "choose a writable folder"
+        )
+    return out
+
+
+class InputFileError(ValueError):
+    """An input file (prompts, captions) that cannot be read as text; the message names the file, the line and
+    the fix."""
+
+
+def read_utf8(path: PathLike) -> str:
+    """The text of a local or remote file that must be UTF-8; `InputFileError` names the first line that is not
+    (a prompts file saved as Latin-1 otherwise fails as a UnicodeDecodeError traceback, or reads as mojibake)."""
+    data = as_path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputFileError(
+            f"{path} is not UTF-8 (line {line}, byte 0x{data[error.start]:02x}); save it as UTF-8"
+        ) from None

@@ -167,7 +167,13 @@ def read_config(
     path = workdir / "config.json"
     if not path.exists():
         raise RunError(f"{path} not found: is {workdir} a training workdir (motionaura train --workdir=...)?")
-    config = config_lib.config_from_json(path)
+    try:
+        config = config_lib.config_from_json(path)
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        raise RunError(
+            f"{path} is not a readable config ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            "restore it from the run's checkpoints/<step>/meta or re-run training"
+        ) from None
     task = str(config.get("task", ""))
     if task in TASK_DEFAULTS:
         added = config_lib.fill_missing(config, importlib.import_module(TASK_DEFAULTS[task]).get_config())
@@ -176,6 +182,46 @@ def read_config(
     for key, value in (overrides or {}).items():
         config_lib.apply_override(config, key, str(value))
     return config
+
+
+def _leaf_name(path: tuple) -> str:
+    """ "params/encoder/conv/kernel" for a key path of a restored tree or of Orbax's tree metadata."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def checkpoint_mismatch(state_dir: str | os.PathLike, target: Any) -> str | None:
+    """None when the arrays saved in `state_dir` (a checkpoint's `state` item) have the shapes of the same
+    leaves in `target` (arrays or ShapeDtypeStructs); else what differs, in a few words. Reads only Orbax's
+    metadata, so a model of another size is named at once instead of failing (or being moved aside as damaged)
+    in the middle of a restore. Leaves only one side has are not compared; unreadable metadata gives None (the
+    restore then reports the damage)."""
+    import orbax.checkpoint as ocp
+
+    try:
+        saved = ocp.PyTreeCheckpointHandler().metadata(paths.as_path(state_dir))
+        saved = getattr(saved, "tree", saved)
+        on_disk = {
+            _leaf_name(p): tuple(leaf.shape)
+            for p, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]
+            if hasattr(leaf, "shape")
+        }
+    except Exception:  # noqa: BLE001 - damage is the restore's to report
+        return None
+    wanted = {_leaf_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+    differ = [name for name in wanted if name in on_disk and on_disk[name] != wanted[name]]
+    if not differ:
+        return None
+    first = differ[0]
+    more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+    return f"{first} is {on_disk[first]} in the checkpoint but {wanted[first]} in the config{more}"
 
 
 def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
@@ -252,6 +298,12 @@ def load_run(
     steps = [step] if step is not None else checkpoint_steps(workdir)
     if not steps:
         raise RunError(f"no checkpoint in {workdir / 'checkpoints'}: train the run first (or let it save)")
+    mismatch = checkpoint_mismatch(workdir / "checkpoints" / str(steps[0]) / "state", target)
+    if mismatch:
+        raise RunError(
+            f"{workdir}: its checkpoint {steps[0]} holds a different model than its config.json ({mismatch}); "
+            f"put back the config.json it was trained with (saved in checkpoints/{steps[0]}/meta)"
+        )
     checkpointer = ocp.PyTreeCheckpointer()
     errors = []
     for candidate in steps:

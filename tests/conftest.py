@@ -39,3 +39,18 @@ def run_subprocess(
 @pytest.fixture
 def subprocess_runner():
     return run_subprocess
+
+
+@pytest.fixture(autouse=True)
+def _restore_motionaura_logging():
+    """`motionaura train` and `quickstart` run in process set up motionaura's log handlers (bound to that test's
+    captured stderr) and stop its loggers propagating; the next test must find logging as it was (caplog reads
+    propagated records)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("motionaura", "motionaura_jax")]
+    saved = [(logger, list(logger.handlers), logger.propagate, logger.level) for logger in loggers]
+    yield
+    for logger, handlers, propagate, level in saved:
+        logger.handlers[:] = handlers
+        logger.propagate, logger.level = propagate, level

@@ -134,3 +134,30 @@ def test_no_pickle_when_reading_files():
     # The scan does see the loads there are (a scan that finds nothing would pass vacuously).
     token_cache = (REPO / "motionaura_jax" / "data" / "token_cache.py").read_text()
     assert len(_calls(ast.parse(token_cache), "np.load")) >= 1
+
+
+def test_a_warning_logged_once_is_printed_once(monkeypatch):
+    """`motionaura train` prints each skipped file once, although another library has put a handler on the root
+    logger (logging.basicConfig) that would print every propagated record a second time."""
+    import io
+    import sys
+
+    from motionaura_jax.train.logging import setup_logging
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    loggers = [logging.getLogger(n) for n in ("", "motionaura", "motionaura_jax")]
+    saved = [(lg, list(lg.handlers), lg.propagate, lg.level) for lg in loggers]
+    try:
+        for logger in loggers:
+            logger.handlers.clear()
+        logging.getLogger().addHandler(logging.StreamHandler(stream))  # what the other library installs
+        setup_logging()
+        logging.getLogger("motionaura_jax.data.video_folder").warning("skipping 'bad.mp4': truncated")
+        logging.getLogger("motionaura").warning("step 3 skipped")
+    finally:
+        for logger, handlers, propagate, level in saved:
+            logger.handlers[:] = handlers
+            logger.propagate, logger.level = propagate, level
+    assert stream.getvalue().count("skipping 'bad.mp4': truncated") == 1, stream.getvalue()
+    assert stream.getvalue().count("step 3 skipped") == 1, stream.getvalue()

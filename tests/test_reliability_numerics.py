@@ -64,6 +64,21 @@ def test_skip_nonfinite_counts_and_stops_after_the_limit(tmp_path):
         )
 
 
+def test_nonfinite_count_carries_across_a_resume(tmp_path):
+    """max_nonfinite bounds the whole run: a skip before a resume counts against the limit after it."""
+    skip = {"train.skip_nonfinite": True, "train.max_nonfinite": 1}
+    first = loop.train(
+        tiny_config(**skip, **{"train.steps": 4, "train.inject_nonfinite": "grads@3"}), tmp_path
+    )
+    assert first.step == 4 and first.last_metrics["nonfinite_skipped"] == 1.0
+    # The second skipped step of the run (the first of this attempt) is over the limit of 1.
+    with pytest.raises(
+        loop.NonFiniteLossError, match=r"at step 5 .*skipped step 2 of the run: over train.max_nonfinite=1"
+    ):
+        loop.train(tiny_config(**skip, **{"train.inject_nonfinite": "grads@5"}), tmp_path)
+    assert committed(tmp_path)[-1] == 4  # nothing saved after the limit was passed
+
+
 @flax.struct.dataclass
 class _State:
     params: dict

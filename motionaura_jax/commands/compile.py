@@ -42,6 +42,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
 
 def main(argv: list[str]) -> int:
     args, overrides = parse(argv)
+    if args.out:  # compiling takes minutes: an unwritable --out is named before
+        from motionaura_jax import paths
+
+        paths.check_output(args.out, "--out")
     try:
         config = config_lib.load_config(args.config, overrides)
     except config_lib.ConfigError as error:

@@ -197,4 +197,17 @@ def main(argv: list[str]) -> int:
     measure.add_argument("--size", type=int, default=64)
     measure.add_argument("--noise", type=float, default=3.0, help="sensor noise std of the camera-like clips")
     args = parser.parse_args(argv)
+    from motionaura_jax import paths
+
+    for flag in ("num", "count"):
+        if getattr(args, flag, 1) < 1:
+            print(
+                f"motionaura data {args.action}: --{flag} must be >= 1, got {getattr(args, flag)}",
+                file=sys.stderr,
+            )
+            return 2
+    # Before anything is generated or read: the folder it would be written to.
+    out = getattr(args, "out", None) or getattr(args, "examples", None)
+    if out:
+        paths.check_output(out, "--out" if getattr(args, "out", None) else "--examples", folder=True)
     return {"build": _build, "show": _show, "measure": _measure, "export": _export}[args.action](args)

@@ -30,6 +30,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    paths.check_output(args.out, "--out")  # before the tokenizer is loaded and the ids decoded
     try:
         with np.load(args.tokens, allow_pickle=False) as data:
             tokens = {k: data[k] for k in data.files}

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from motionaura_jax import atomic
+from motionaura_jax import atomic, paths
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,18 +49,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: str) -> int:
+    print(f"motionaura embed-text: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     prompts_path = pathlib.Path(args.prompts)
     if not prompts_path.is_file():
-        print(
-            f"embed-text: prompts file {str(prompts_path)!r} not found (one prompt per line)", file=sys.stderr
-        )
-        return 2
-    prompts = [line.strip() for line in prompts_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return _fail(f"prompts file {prompts_path} not found (a text file, one prompt per line)")
+    try:
+        text = paths.read_utf8(prompts_path)
+    except paths.InputFileError as error:
+        return _fail(str(error))
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        print(f"embed-text: {str(prompts_path)!r} holds no prompts", file=sys.stderr)
-        return 2
+        return _fail(f"{prompts_path} holds no prompts (one per line; blank lines are skipped)")
+    try:  # before the encoder loads
+        paths.check_output(args.out, "--out")
+        if args.cache_dir:
+            paths.check_output(args.cache_dir, "--cache-dir", folder=True)
+    except paths.OutputPathError as error:
+        return _fail(str(error))
 
     from motionaura_jax.models.text.encode import encode_text
     from motionaura_jax.models.text.loading import ModelFolderError
@@ -79,8 +90,7 @@ def main(argv: list[str]) -> int:
             progress=True,
         )
     except ModelFolderError as err:
-        print(f"embed-text: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
     out = atomic.write_npz(args.out, embeddings=emb_bld, mask=mask_bl, prompts=np.asarray(prompts))
     print(
         f"embed-text: {len(prompts)} prompts -> {out} embeddings {emb_bld.shape} "

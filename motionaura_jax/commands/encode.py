@@ -30,6 +30,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    paths.check_output(args.out, "--out")  # before the tokenizer is loaded and the video encoded
     from motionaura_jax.data.video_folder import resize_and_crop
     from motionaura_jax.data.video_io import VideoReadError, read_video
 

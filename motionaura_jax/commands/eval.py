@@ -56,6 +56,11 @@ def _t2v(argv: list[str]) -> int:
         "--sheets", default="", help="--ckpt: folder for PNG sheets and GIFs (default: OUT's)"
     )
     args = parser.parse_args(argv)
+    from motionaura_jax import paths
+
+    paths.check_output(args.out, "--out")  # before anything is generated or judged
+    if args.sheets:
+        paths.check_output(args.sheets, "--sheets", folder=True)
     if args.ckpt:
         return _t2v_generate(args)
     from motionaura_jax.eval.report import write_report
@@ -141,6 +146,10 @@ def _recon(argv: list[str]) -> int:
     args = parser.parse_args(rest)
 
     from motionaura_jax import paths, runs
+
+    for flag, value in (("--out", args.out), ("--sheet", args.sheet)):
+        if value:  # before the run is loaded and the clips reconstructed
+            paths.check_output(value, flag)
     from motionaura_jax.eval.report import write_report
     from motionaura_jax.runs import RunError
 
@@ -186,6 +195,10 @@ def _inpaint(argv: list[str]) -> int:
         return int(exit_.code or 0)
 
     from motionaura_jax import paths
+
+    for flag, value in (("--out", args.out), ("--sheet", args.sheet)):
+        if value:  # before the runs are loaded and the clips inpainted
+            paths.check_output(value, flag)
     from motionaura_jax.eval import inpaint as inpaint_eval
     from motionaura_jax.eval.report import write_report
     from motionaura_jax.pipelines.inpaint import Inpainter, InpaintInputError, check_run

@@ -48,7 +48,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    from motionaura_jax import runs
+    from motionaura_jax import paths, runs
+
+    paths.check_output(args.out, "--out", folder=True)  # before the checkpoint is read
 
     try:
         out = runs.export_run(args.ckpt, args.out, step=args.step, max_shard_bytes=args.max_shard_size)

@@ -48,9 +48,17 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     from motionaura_jax.data.video_io import VIDEO_EXTENSIONS
 
+    if not args.prompt.strip():
+        return _fail("--prompt is empty; give a caption of what the region should show")
     out = paths.as_path(args.out)
     if out.suffix.lower() not in VIDEO_EXTENSIONS:
         return _fail(f"--out={args.out} needs a video suffix ({', '.join(VIDEO_EXTENSIONS)})")
+    try:
+        paths.check_output(args.out, "--out")
+        if args.tokens:
+            paths.check_output(args.tokens, "--tokens")
+    except paths.OutputPathError as error:
+        return _fail(str(error))
 
     from motionaura_jax.pipelines import inpaint as pipeline
 

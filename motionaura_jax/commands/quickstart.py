@@ -108,6 +108,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--workdir", default="runs/quickstart")
     args = parser.parse_args(rest)
+    paths.check_output(args.workdir, "--workdir", folder=True)  # before any stage trains
     root = paths.as_path(args.workdir)
     try:
         configs = stage_configs(root, overrides)

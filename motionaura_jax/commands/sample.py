@@ -71,10 +71,22 @@ def main(argv: list[str]) -> int:
     if args.num < 1:
         print(f"motionaura sample: --num must be >= 1, got {args.num}", file=sys.stderr)
         return 2
+    empty = [i for i, p in enumerate(args.prompt) if not p.strip()]
+    if empty:
+        print(
+            f"motionaura sample: --prompt is empty (prompt {empty[0] + 1}); give a caption, or --guidance=0 "
+            "with any caption for unconditional samples",
+            file=sys.stderr,
+        )
+        return 2
     out = paths.as_path(args.out)  # a local path or a URL (gs://...)
     if not out.suffix:
         print(f"motionaura sample: --out={out} needs a video suffix such as .mp4 or .gif", file=sys.stderr)
         return 2
+    # Before the run is loaded: an output that cannot be written is named now, not after sampling.
+    paths.check_output(args.out, "--out")
+    if args.tokens:
+        paths.check_output(args.tokens, "--tokens")
 
     import numpy as np
 

@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
     from motionaura_jax import atomic, paths
 
     try:
+        paths.check_output(args.workdir, "--workdir", folder=True)  # a plain answer before the probe's
         paths.probe_workdir(args.workdir)
     except paths.WorkdirError as error:
         print(f"motionaura train: {error}", file=sys.stderr)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from motionaura_jax import paths
+
 
 class EvalInputError(ValueError):
     """A folder, captions file or video that cannot be evaluated; the message names it and the fix."""
@@ -27,7 +29,11 @@ def read_captions(videos_dir: pathlib.Path, captions_path: pathlib.Path) -> list
             '{"video": "<file in the folder>", "caption": "<caption>"}, or pass --captions=FILE'
         )
     pairs = []
-    for number, line in enumerate(captions_path.read_text().splitlines(), start=1):
+    try:
+        text = paths.read_utf8(captions_path)
+    except paths.InputFileError as error:
+        raise EvalInputError(str(error)) from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -29,11 +29,15 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     log.setLevel(level)
+    # Not propagated: libraries loaded by a run (one calls logging.basicConfig) put a handler on the root logger,
+    # and every record would be printed a second time by it.
     log.propagate = False
     for name in ("motionaura_jax",):
-        logging.getLogger(name).setLevel(level)
-        if not logging.getLogger(name).handlers:
-            logging.getLogger(name).addHandler(log.handlers[0])
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        if not logger.handlers:
+            logger.addHandler(log.handlers[0])
 
 
 class MetricWriter:

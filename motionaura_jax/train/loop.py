@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from motionaura_jax import config as config_lib
-from motionaura_jax import paths
+from motionaura_jax import paths, runs
 from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding as sharding_lib
 from motionaura_jax.train import finite
@@ -196,17 +196,48 @@ def _stop_profile(workdir: epath.Path, folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _check_previous_task(workdir: epath.Path, task: str) -> None:
+    """A workdir that already holds a run of another task (or an unreadable config.json) is refused before
+    anything is built or written: resuming it is impossible and overwriting its config.json would orphan it."""
+    previous = workdir / "config.json"
+    if not previous.exists():
+        return
+    try:
+        old_task = str(config_lib.config_from_json(previous).get("task", task))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise paths.WorkdirError(
+            f"workdir {workdir}: its config.json cannot be read ({type(error).__name__}); use a new --workdir, "
+            "or restore config.json from checkpoints/<step>/meta"
+        ) from None
+    if old_task != task:
+        raise paths.WorkdirError(
+            f"workdir {workdir} holds a {old_task!r} run, not a {task!r} one; use a new --workdir"
+        )
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TrainResult:
     """Runs (or resumes) `config.task` for `config.train.steps` steps in `workdir` (a folder or a gs:// URL).
 
     The workdir is probed first (`paths.probe_workdir`): one that cannot be written fails here with
     `paths.WorkdirError`, before anything is built."""
     workdir = paths.probe_workdir(workdir)
+    _check_previous_task(workdir, str(config.task))
     tcfg = config.train
     is_main = jax.process_index() == 0
 
     # --- mesh, task, sharded abstract state --------------------------------------------------------------------
     setup = build(config)
+    # Before config.json is replaced: a checkpoint of another model size cannot be resumed, and moving it
+    # aside as damaged would lose it.
+    saved_steps = runs.checkpoint_steps(workdir)
+    if saved_steps:
+        newest = workdir / "checkpoints" / str(saved_steps[0]) / "state"
+        mismatch = runs.checkpoint_mismatch(newest, setup.abstract_state)
+        if mismatch:
+            raise paths.WorkdirError(
+                f"workdir {workdir} holds checkpoints of a different model ({mismatch}); use a new --workdir, "
+                "or the config the run was trained with"
+            )
     mesh = setup.mesh
     check_batch_size(config, mesh)
     n_params = _count(setup.task.params_of(setup.abstract_state))
@@ -253,6 +284,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
             "config": config.to_dict(),
             "rng": np.asarray(jax.random.key_data(train_rng)).tolist(),
             "task": config.task,
+            # Carried across resumes so that train.max_nonfinite bounds the whole run, not each attempt.
+            "nonfinite_skipped": skipped,
         }
 
     # --- loop --------------------------------------------------------------------------------------------------
@@ -265,7 +298,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     pending: list[tuple[int, dict]] = []
     last_metrics: dict[str, float] = {}
     skip_nonfinite, max_nonfinite = bool(tcfg.skip_nonfinite), int(tcfg.max_nonfinite)
-    skipped = 0
+    skipped = int((restored.meta if restored is not None else {}).get("nonfinite_skipped", 0))
     last_saved = start_step if restored is not None else -1
     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
     preempted = False
@@ -325,8 +358,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                         )
                         if skipped > max_nonfinite:
                             raise NonFiniteLossError(
-                                f"{quantity} is not finite at step {s} (task {config.task}), the {skipped}th "
-                                f"skipped step: over train.max_nonfinite={max_nonfinite}; stopped. {where}."
+                                f"{quantity} is not finite at step {s} (task {config.task}), skipped step "
+                                f"{skipped} of the run: over train.max_nonfinite={max_nonfinite}; stopped. {where}."
                             )
                     fetched = good or [(s, finite.strip_flags(m)) for s, m in fetched[-1:]]
                     elapsed = time.perf_counter() - window_start
