@@ -17,6 +17,7 @@
 | quickstart       | 2048 17x32² | 5x4x4 | 128, 4, 4, 4.0                      | absorbing, T=100 | qkv_fft2  | 2000  |
 | quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's) | qkv_fft2 | 2000 |
 | quickstart_nofft | as quickstart                           | absorbing        | plain attention (FFT ablation) | 2000 |
+| quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 2000 |
 
 tiny: the smallest run, on the tokens of a vae.py:tiny run (4x4x4 compression, K=32), in seconds; MiniLM
 text at 16 tokens.
@@ -27,6 +28,14 @@ run defaults to runs/quickstart/vae (--config.tokens.tokenizer_workdir=DIR for a
 encodes 2048 training clips into WORKDIR_OF_TOKENIZER/token_cache_train (resumable). Choices (paper_notes
 §8): absorbing diffusion, T=100, linear γ̄, x0-parameterisation, VLB + 5e-4·CE on the corrupted tokens,
 text dropped with p=0.1; sampling in MaskGIT's confidence order, 16 steps, temperature 0.5, CFG scale 3.
+
+quickstart_filter3d: the attention-free denoiser (spectral_mode=filter3d: a gated 3D global filter over
+(frames, height, width) in place of self-attention, text cross-attention kept; O(N log N) in the tokens,
+docs/bench_denoiser.md), to judge its text-to-video quality against quickstart at equal wall time:
+    motionaura train --config=experiments/t2v.py:quickstart_filter3d --workdir=runs/quickstart/t2v_filter3d
+    motionaura eval t2v --videos=runs/quickstart/t2v_filter3d/samples/step_0002000 --out=t2v_filter3d.json
+Its steps are as quickstart's; to compare at equal wall time, read both runs' logged step times and set
+--config.train.steps so that the two runs take the same time.
 """
 
 from motionaura_jax.configs import override, t2v
@@ -89,6 +98,7 @@ RUNS = {
     "quickstart": _QUICKSTART,
     "quickstart_mar": dict(_QUICKSTART, diffusion=dict(kind="mask_and_replace")),
     "quickstart_nofft": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="none")),
+    "quickstart_filter3d": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="filter3d")),
     "L": _L,
 }
 

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "motionaura_jax"
 VAE_RUNS = ("tiny", "quickstart", "quickstart_nomask", "shapes32", "shapes64", "S", "L")
-T2V_RUNS = ("tiny", "tiny_mar", "quickstart", "quickstart_mar", "quickstart_nofft")
+T2V_RUNS = ("tiny", "tiny_mar", "quickstart", "quickstart_mar", "quickstart_nofft", "quickstart_filter3d")
 
 
 def _abstract(tree):

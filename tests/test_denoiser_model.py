@@ -15,7 +15,7 @@ from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding
 
 GRID = (2, 4, 4)
-MODES = ("qkv_fft2", "fnet_mix", "global_filter", "none")
+MODES = ("qkv_fft2", "fnet_mix", "global_filter", "filter3d", "none")
 
 
 def tiny(mode="qkv_fft2", **overrides):

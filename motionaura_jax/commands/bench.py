@@ -88,6 +88,56 @@ def _spectral(argv: list[str]) -> int:
     return 0
 
 
+def _denoiser(argv: list[str]) -> int:
+    from motionaura_jax.bench import denoiser  # imports PyTorch and diffusers only inside its workers
+
+    parser = _parser("denoiser", denoiser.__doc__)
+    parser.add_argument("--grids", help="comma-separated token grids TxHxW (tokens = T*H*W)")
+    parser.add_argument("--modes", help="comma-separated spectral modes of ours")
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="ours only (no CogVideoX)")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--depth", type=int)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--text-len", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--mem-limit-gb", type=float, help="address-space limit of each worker; 0: none")
+    parser.add_argument(
+        "--in-process", dest="isolate", action="store_false", help="no worker processes (no memory figures)"
+    )
+    parser.add_argument("--json", help="also write the results to this file")
+    kwargs = _parse(parser, argv, {"grids": _grid, "modes": str})
+    run_kwargs = {k: kwargs.pop(k) for k in ("grids", "modes", "peer", "isolate") if k in kwargs}
+    json_path = kwargs.pop("json", None)
+    try:  # checked before anything compiles, so a bad flag is a usage error and not a traceback
+        denoiser.check_modes(run_kwargs.get("modes", denoiser.DEFAULT_MODES))
+        bench = denoiser.DenoiserBench(**kwargs)
+    except ValueError as err:
+        parser.error(str(err))
+    if run_kwargs.get("peer", True):
+        try:
+            import diffusers  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as error:
+            print(
+                f"motionaura bench denoiser: the peer needs torch and diffusers ({error}); --no-peer skips it"
+            )
+            return 2
+    results = denoiser.run(bench=bench, log=lambda line: print(line, flush=True), **run_kwargs)
+    text = denoiser.format_table(results)
+    print(text)
+    if json_path:
+        atomic.write_text(json_path, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _grid(text: str) -> tuple[int, int, int]:
+    from motionaura_jax.bench.spectral import parse_grid
+
+    return parse_grid(text)
+
+
 def _text(argv: list[str]) -> int:
     from motionaura_jax.bench import text  # imports PyTorch only inside its functions
 
@@ -136,6 +186,7 @@ def _vae(argv: list[str]) -> int:
 
 BENCHMARKS: dict[str, Callable[[list[str]], int]] = {
     "data": _data,
+    "denoiser": _denoiser,
     "spectral": _spectral,
     "text": _text,
     "vae": _vae,

@@ -132,6 +132,15 @@ def video_rope(
     raise ValueError(f"unknown rope {kind!r}; use 3d, 1d or none")
 
 
+def sincos_3d_embedding(grid_thw: tuple[int, int, int], dim: int, theta: float = 10_000.0) -> jax.Array:
+    """(T*H*W, dim) fixed [cos, sin] of the (t, h, w) positions, the channels split as `rope_3d_split` splits
+    rotation pairs (an absolute 3D position code, DiT-style, for blocks that have no RoPE to carry it)."""
+    if dim % 2:
+        raise ValueError(f"sincos_3d_embedding needs an even dim, got {dim}")
+    cos, sin = rope_3d(grid_positions(grid_thw), dim, theta)
+    return jnp.concatenate([cos, sin], axis=-1)
+
+
 def apply_rope(x_blhd: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
     """Rotates pairs (x[i], x[i + Dh/2]) by the angle of each position; float32 inside, x's dtype out."""
     cos_lp, sin_lp = rope

@@ -8,15 +8,18 @@ token is a block of codes (the concatenated embeddings projected to D; the head 
 a finer code grid costs no longer sequence. Each block, with c = MLP(sin t) + MLP(sin fps):
 
     [mixer]  x += g_m · Mixer(modulate(LN x))        fnet_mix / global_filter modes only
-    self     x += g_1 · SelfAttn(modulate(LN x))     3D RoPE; spectral (qkv_fft2) or plain core
+    self     x += g_1 · SelfAttn(modulate(LN x))     3D RoPE; spectral (qkv_fft2) or plain core; in the
+                                                     attention-free filter3d mode a gated 3D global filter
+                                                     (`spectral.Filter3DMixer`) instead, O(N log N)
     cross    x += CrossAttn(LN x, text)              K/V from the projected text; zero-init output projection
     ffn      x += g_2 · FFN(modulate(LN x))          GELU, mlp_ratio·D
 
 AdaLN-Zero makes every gate and modulation zero at init and the cross-attention output projection is
 zero-init too (PixArt-α), so each block starts as the identity. The text side gets the FFT as the paper says
 (`cross_fft`): the spectral core in cross-attention for qkv_fft2, an FNet mix of the projected text for
-fnet_mix; global_filter has no text-side analogue (text has no (h, w) grid). An all-False text mask (an
-unconditional sample for CFG) makes cross-attention contribute nothing.
+fnet_mix; global_filter and filter3d have no text-side analogue (text has no (h, w) grid), and filter3d
+adds a fixed sin-cos 3D position code to the token embeddings (it has no RoPE to carry positions). An
+all-False text mask (an unconditional sample for CFG) makes cross-attention contribute nothing.
 
 Blocks are stacked with `nn.scan` (parameter axis "layers") when `scan_layers`, rematerialised when `remat`;
 compute runs in `dtype` with float32 parameters.
@@ -53,6 +56,12 @@ REQUIRED_FIELDS = (
     "dtype",
     "dropout",
     "patch_size",
+)
+
+
+_NO_INPAINT = (
+    "spectral_mode={mode} has no self-attention, so the target tokens cannot read the masked-video and sketch "
+    "tokens beside them; inpainting needs a mode with attention (qkv_fft2, fnet_mix, global_filter, none)"
 )
 
 
@@ -111,9 +120,6 @@ class DenoiserBlock(nn.Module):
                 mixed = self._mix_grids(mode, normed)
             x_bld = x_bld + gate_mix * mixed
 
-        rope = attn.video_rope(cfg.rope, self.grid_thw, head_dim, cfg.rope_theta)
-        if rope is not None and (self.num_grids > 1 or self.num_extra):
-            rope = self._sequence_rope(rope)
         mha = dict(
             num_heads=cfg.heads,
             head_dim=head_dim,
@@ -121,9 +127,19 @@ class DenoiserBlock(nn.Module):
             spectral_impl=cfg.qkv_fft2_impl,
             dtype=dtype,
         )
-        y = attn.MultiHeadAttention(spectral=mode == "qkv_fft2", name="self_attn", **mha)(
-            norm("norm_attn", x_bld, shift_attn, scale_attn), rope_q=rope, rope_k=rope
-        )
+        if mode in spectral.ATTENTION_FREE_MODES:  # the 3D filter takes self-attention's place (and gates)
+            if self.num_grids > 1 or self.num_extra:
+                raise ValueError(_NO_INPAINT.format(mode=mode))
+            y = spectral.Filter3DMixer(self.grid_thw, dtype=dtype, name="mixer")(
+                norm("norm_mix", x_bld, shift_attn, scale_attn)
+            )
+        else:
+            rope = attn.video_rope(cfg.rope, self.grid_thw, head_dim, cfg.rope_theta)
+            if rope is not None and (self.num_grids > 1 or self.num_extra):
+                rope = self._sequence_rope(rope)
+            y = attn.MultiHeadAttention(spectral=mode == "qkv_fft2", name="self_attn", **mha)(
+                norm("norm_attn", x_bld, shift_attn, scale_attn), rope_q=rope, rope_k=rope
+            )
         x_bld = x_bld + gate_attn * dropout(y, deterministic=self.deterministic)
 
         cross_spectral = mode == "qkv_fft2" and cfg.cross_fft
@@ -295,9 +311,16 @@ class SpectralDenoiser(nn.Module):
         def tokens_of(ids):
             return patchify(embed(ids), patch, patch_in)
 
-        x = constrain(tokens_of(ids_bthw), attn.TOKENS)
+        x = tokens_of(ids_bthw)
+        if cfg.spectral_mode in spectral.ATTENTION_FREE_MODES:
+            # No RoPE without attention, and the filter is shift-equivariant (circularly): a fixed 3D position
+            # code lets the model know where a token sits (an object moving left starts on the right).
+            x = x + attn.sincos_3d_embedding(grid, width).astype(dtype)[None]
+        x = constrain(x, attn.TOKENS)
         num_grids, num_extra = 1, 0
         if context_ids_bthw is not None or extra_tokens_bsd is not None:
+            if cfg.spectral_mode in spectral.ATTENTION_FREE_MODES:
+                raise ValueError(_NO_INPAINT.format(mode=cfg.spectral_mode))
             segments = SegmentEmbeddings(width, name="inpaint_segments")().astype(dtype)
             parts = [x + segments[0]]
             if context_ids_bthw is not None:

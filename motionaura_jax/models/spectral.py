@@ -12,6 +12,11 @@ inside self- and cross-attention; the equations were not recoverable, so the var
 - "fnet_mix": x + Re(FFT2_{L,D}(LN x)) before plain attention (FNet token mixing).
 - "global_filter": per latent frame FFT2 over (h, w) -> learnable complex filter -> IFFT2 (GFNet), before
   plain attention.
+- "filter3d": attention-free. Token self-attention is replaced by a gated global filter over the whole
+  (frames, height, width) grid: RFFTN_{t,h,w} -> learnable complex filter per channel -> IRFFTN, between
+  channel projections (`Filter3DMixer`). Cross-attention to the short text stays, so the block costs
+  O(N log N) in the N video tokens instead of O(N^2) (the paper's "global context in the frequency domain",
+  taken to its end).
 - "none": plain attention, the ablation baseline.
 
 Every FFT runs in float32 (JAX rejects bf16 FFTs; casts in and out), with norm="ortho" so the residual stream
@@ -25,21 +30,27 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from motionaura_jax.parallel import sharding as sharding_lib
 
-SPECTRAL_MODES = ("qkv_fft2", "fnet_mix", "global_filter", "none")
+SPECTRAL_MODES = ("qkv_fft2", "fnet_mix", "global_filter", "filter3d", "none")
+# Modes with no token self-attention (the block's self-attention branch is the mixer).
+ATTENTION_FREE_MODES = ("filter3d",)
 # Mesh axes a spectral block may split: batch over those of the active `act_batch` rule (default below).
 BATCH_MESH_AXES = ("data", "fsdp")
 # Heads are independent, so spectral attention splits them over tensor and over sequence: tokens that arrive
 # split over `sequence` are regrouped by head (an all-to-all, as in Ulysses sequence parallelism) rather than
 # gathered whole onto every device. Frames are independent for the per-frame global filter.
 HEAD_MESH_AXES = ("tensor", "sequence")
+# The 3D filter acts on each channel alone: channels split over tensor and sequence like heads do.
+CHANNEL_MESH_AXES = ("tensor", "sequence")
 FRAME_MESH_AXES = ("sequence",)
 
 
@@ -257,3 +268,147 @@ class SpectralMixer(nn.Module):
         filter_imag = self.param("filter_imag", init, (h, w // 2 + 1, d), jnp.float32)
         out = global_filter(y_bld.reshape(b, t, h, w, d), filter_real, filter_imag)
         return out.reshape(b, length, d)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# filter3d: attention-free token mixing by a learnable complex filter on the (t, h, w) spectrum.
+
+
+def _interp_matrix(n_out: int, n_ref: int, *, periodic: bool) -> np.ndarray:
+    """(n_out, n_ref) linear interpolation in frequency from n_ref stored samples to n_out wanted ones.
+
+    periodic (a full FFT axis): stored sample k sits at k/n_ref cycles per token, wanted j at j/n_out (both
+    mod 1), so negative frequencies interpolate with their neighbours across the wrap. Otherwise (the rfft
+    axis): n_ref samples evenly from 0 to Nyquist (0.5), the wanted ones at rfftfreq(2(n_out-1)), clamped.
+    """
+    out = np.zeros((n_out, n_ref), np.float32)
+    if periodic:
+        pos = (np.fft.fftfreq(n_out) % 1.0) * n_ref
+    else:
+        pos = np.linspace(0.0, n_ref - 1, n_out) if n_out > 1 else np.zeros(1)
+    lo = np.floor(pos).astype(int)
+    frac = pos - lo
+    rows = np.arange(n_out)
+    hi = (lo + 1) % n_ref if periodic else np.minimum(lo + 1, n_ref - 1)
+    np.add.at(out, (rows, lo % n_ref), 1.0 - frac)
+    np.add.at(out, (rows, hi), frac)
+    return out
+
+
+def resample_filter(filter_tfhd: jax.Array, spectrum_thf: tuple[int, int, int]) -> jax.Array:
+    """A (T0, H0, F0, D) filter on the spectrum of another grid, (T, H, F, D) with F = W//2 + 1.
+
+    The filter is stored for the grid the model was initialised on; on any other grid it is read at that
+    grid's frequencies by linear interpolation per axis (GFNet resizes its global filters the same way), so
+    the parameters do not depend on the grid. On the stored grid it is returned unchanged.
+    """
+    if filter_tfhd.shape[:3] == tuple(spectrum_thf):
+        return filter_tfhd
+    t, h, f = spectrum_thf
+    t0, h0, f0, _ = filter_tfhd.shape
+    mt = jnp.asarray(_interp_matrix(t, t0, periodic=True))
+    mh = jnp.asarray(_interp_matrix(h, h0, periodic=True))
+    mf = jnp.asarray(_interp_matrix(f, f0, periodic=False))
+    return jnp.einsum("ta,hb,fc,abcd->thfd", mt, mh, mf, filter_tfhd.astype(jnp.float32))
+
+
+def _filter3d_local(y_bthwd: jax.Array, filter_real: jax.Array, filter_imag: jax.Array) -> jax.Array:
+    _, t, h, w, _ = y_bthwd.shape
+    spectrum = jnp.fft.rfftn(y_bthwd.astype(jnp.float32), axes=(1, 2, 3), norm="ortho")  # (B,T,H,W//2+1,D)
+    spectrum = spectrum * jax.lax.complex(filter_real.astype(jnp.float32), filter_imag.astype(jnp.float32))
+    return jnp.fft.irfftn(spectrum, s=(t, h, w), axes=(1, 2, 3), norm="ortho").astype(y_bthwd.dtype)
+
+
+def filter3d(y_bthwd: jax.Array, filter_real_tfhd: jax.Array, filter_imag_tfhd: jax.Array) -> jax.Array:
+    """IRFFTN_{t,h,w}(RFFTN_{t,h,w}(y) · (re + i·im)): a circular convolution of each channel with a kernel
+    as large as the grid, in O(N log N). Filters (T0, H0, F0, D) at any stored grid (`resample_filter`).
+    Under a mesh the batch splits over data/fsdp and the channels over tensor/sequence: the FFT axes stay
+    local on every device."""
+    b, t, h, w, d = y_bthwd.shape
+    if filter_real_tfhd.shape != filter_imag_tfhd.shape or filter_real_tfhd.shape[-1] != d:
+        raise ValueError(
+            f"filter3d: filters {filter_real_tfhd.shape} / {filter_imag_tfhd.shape} must both be (T, H, "
+            f"W//2+1, {d}) for {d} channels"
+        )
+    spectrum_thf = (t, h, w // 2 + 1)
+    filter_real = resample_filter(filter_real_tfhd, spectrum_thf)
+    filter_imag = resample_filter(filter_imag_tfhd, spectrum_thf)
+    mesh = sharding_lib.active_mesh()
+    if mesh is None:
+        return _filter3d_local(y_bthwd, filter_real, filter_imag)
+    b_axes = _batch_axes(mesh, b)
+    c_axes = _dividing_axes(mesh, tuple(a for a in CHANNEL_MESH_AXES if a not in b_axes), d)
+    spec = PartitionSpec(_entry(b_axes), None, None, None, _entry(c_axes))
+    filter_spec = PartitionSpec(None, None, None, _entry(c_axes))
+    return jax.shard_map(
+        _filter3d_local,
+        mesh=mesh,
+        in_specs=(spec, filter_spec, filter_spec),
+        out_specs=spec,
+        check_vma=False,
+    )(y_bthwd, filter_real, filter_imag)
+
+
+def _all_pass_init(std: float):
+    # 1 + noise: the filter starts close to the identity (each token keeps itself), so the mixer starts as a
+    # gated channel MLP and learns how far to reach; GFNet's pure-noise init starts from a random global blur.
+    def init(key, shape, dtype=jnp.float32):
+        return 1.0 + std * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+class Filter3DMixer(nn.Module):
+    """The attention-free replacement of self-attention ("filter3d"):
+
+        out = W_o( GELU(W_g y) ⊙ filter3d(W_v y) )
+
+    The filter mixes every token with every other over (t, h, w) at O(N log N); the gate makes the update
+    depend on the token's own content, as attention's weights do (H3/Hyena-style gating: a fixed convolution
+    alone is a linear, content-blind mixer). The filter's parameters are (T0, H0, W0//2+1, D) for the grid the
+    model is initialised on and are resampled to any other grid (`resample_filter`).
+    """
+
+    grid_thw: tuple[int, int, int]
+    dtype: Any = jnp.float32
+    filter_init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, y_bld: jax.Array) -> jax.Array:
+        b, length, d = y_bld.shape
+        t, h, w = self.grid_thw
+        if t * h * w != length:
+            raise ValueError(f"Filter3DMixer: {length} tokens do not form the grid {self.grid_thw}")
+
+        def proj(name, names):
+            return nn.Dense(
+                d,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=sharding_lib.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
+                bias_init=sharding_lib.with_logical_partitioning(nn.initializers.zeros, (names[1],)),
+                name=name,
+            )
+
+        value = proj("value", ("embed", "mlp"))(y_bld)
+        gate = proj("gate", ("embed", "mlp"))(y_bld)
+        shape = (t, h, w // 2 + 1, d)
+        if self.has_variable("params", "filter_real"):  # a stored filter keeps its grid; resampled below
+            stored = self.get_variable("params", "filter_real")
+            shape = getattr(stored, "value", stored).shape
+        names = (None, None, None, "mlp")
+        filter_real = self.param(
+            "filter_real",
+            sharding_lib.with_logical_partitioning(_all_pass_init(self.filter_init_std), names),
+            shape,
+            jnp.float32,
+        )
+        filter_imag = self.param(
+            "filter_imag",
+            sharding_lib.with_logical_partitioning(nn.initializers.normal(self.filter_init_std), names),
+            shape,
+            jnp.float32,
+        )
+        mixed = filter3d(value.reshape(b, t, h, w, d), filter_real, filter_imag).reshape(b, length, d)
+        mixed = sharding_lib.constrain(mixed, ("act_batch", "act_len", "act_mlp"))
+        return proj("out", ("mlp", "embed"))(nn.gelu(gate) * mixed)

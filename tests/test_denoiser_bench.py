@@ -1,0 +1,68 @@
+"""`motionaura bench denoiser` at a tiny size: every number in its table follows from the timings it reports."""
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from motionaura_jax.bench import denoiser
+from motionaura_jax.commands import bench as bench_command
+
+TINY = denoiser.DenoiserBench(width=32, depth=1, heads=2, text_len=4, rounds=2, warmup=1)
+GRIDS = ((1, 2, 4), (2, 2, 4))
+
+
+def test_table_values_follow_from_the_reported_timings():
+    results = denoiser.run(grids=GRIDS, modes=("filter3d",), bench=TINY, isolate=False)
+    rows = results["rows"]
+    assert [(r["grid"], r["model"]) for r in rows] == [
+        ("1x2x4", "filter3d"),
+        ("1x2x4", denoiser.PEER),
+        ("2x2x4", "filter3d"),
+        ("2x2x4", denoiser.PEER),
+    ]
+    for r in rows:
+        assert r["status"] == "ok" and len(r["times_s"]) == TINY.rounds
+        assert r["median_s"] == statistics.median(r["times_s"]) and r["min_s"] == min(r["times_s"])
+        assert r["tokens"] == math.prod(int(v) for v in r["grid"].split("x"))
+        assert r["flops"] > 0 and r["peak_flops_per_s"] > 0
+        assert r["flops_per_s"] == pytest.approx(r["flops"] / r["median_s"])
+        assert r["fraction_of_peak"] == pytest.approx(r["flops_per_s"] / r["peak_flops_per_s"])
+        peer = next(p for p in rows if p["grid"] == r["grid"] and p["model"] == denoiser.PEER)
+        assert r["speedup_vs_peer"] == pytest.approx(peer["median_s"] / r["median_s"])
+        assert math.isnan(r["peak_rss_mb"])  # in-process: no memory figure of its own
+    # More tokens, more work: XLA's and PyTorch's FLOP counts both grow with the grid.
+    for model in ("filter3d", denoiser.PEER):
+        small, large = (r["flops"] for r in rows if r["model"] == model)
+        assert large > small
+    for model, fits in results["exponents"].items():
+        ok = [(r["tokens"], r["median_s"]) for r in rows if r["model"] == model]
+        want = np.polyfit(np.log([n for n, _ in ok]), np.log([s for _, s in ok]), 1)[0]
+        assert fits["all"] == pytest.approx(want) and fits["8->16"] == pytest.approx(want)
+    table = denoiser.format_table(results)
+    lines = [line for line in table.splitlines() if line.startswith("| 2x2x4 | 16 | filter3d |")]
+    assert len(lines) == 1
+    cells = [c.strip() for c in lines[0].split("|")[1:-1]]
+    r = rows[2]
+    assert cells[3] == f"{r['median_s']:.3f}" and cells[5] == f"{r['speedup_vs_peer']:.2f}x"
+    assert cells[-1] == "ok" and cells[-2] == "-"
+    assert f"| filter3d | {results['exponents']['filter3d']['all']:.2f} |" in table
+
+
+def test_a_worker_process_reports_its_own_peak_memory():
+    worker = denoiser._Worker(denoiser.PEAK, (1, 2, 4), TINY)
+    assert worker.ready() and worker.step()
+    worker.close()
+    # Its own peak (the 2048^2 matmul's 3 x 16 MiB and the runtime), not the test process's.
+    assert 50 < worker.info["peak_rss_mb"] < 1500 and worker.info["peak_rss_mb"] >= worker.info["base_rss_mb"]
+    assert worker.info["flops"] == 2 * denoiser.PEAK_N**3 and len(worker.times) == 1
+
+
+def test_bad_arguments_are_usage_errors():
+    with pytest.raises(SystemExit):
+        bench_command.main(["denoiser", "--modes=fourier"])
+    with pytest.raises(SystemExit):
+        bench_command.main(["denoiser", "--heads=3"])
+    with pytest.raises(SystemExit):
+        bench_command.main(["denoiser", "--grids=4by4"])
