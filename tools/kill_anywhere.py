@@ -3,6 +3,7 @@ command each time, and compare the end with an uninterrupted run of the same com
 
     python tools/kill_anywhere.py --runs vae,t2v --points 20 --out runs/reliability/kill
     python tools/kill_anywhere.py --runs tiny --points 4 --out /tmp/kill     # the short form CI runs
+    python tools/kill_anywhere.py --runs vae,t2v --points 20 --override train.async_checkpoint=False --out ...
 
 For each run: one uninterrupted reference, then chains of attempts in fresh workdirs. Each attempt starts the
 same command and is SIGKILLed (its whole process group: ffmpeg children included) after a delay drawn
@@ -347,7 +348,8 @@ def markdown(summaries: list[dict], meta: dict) -> str:
     lines = [
         "# Kill anywhere", "",
         f"commit {meta['commit']}, seed {meta['seed']}, {meta['wall_s']:.0f} s wall, "
-        f"compile cache {'on' if meta.get('compile_cache') else 'off'}", "",
+        f"compile cache {'on' if meta.get('compile_cache') else 'off'}, overrides {meta.get('overrides') or 'none'}",
+        "",
         "| run | kills | attempts | chains bit-exact | refused to resume | max steps redone (interval) | phases hit |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -383,8 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         help="JAX's persistent compilation cache (OUT/jax_cache) for every run: restarts load the compiled step "
         "instead of compiling it (kills then land in loading it); kill times are drawn over a warm run's wall time",
     )
+    parser.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="appended to every run's command as --config.KEY=VALUE (e.g. train.async_checkpoint=False)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     from tqdm import tqdm
+
+    extra = [f"--config.{o}" for o in args.override]
 
     root = pathlib.Path(args.out).absolute()
     root.mkdir(parents=True, exist_ok=True)
@@ -399,9 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name == "t2v":  # the tokenizer of the t2v run is the vae reference (only read from)
             if "vae" not in references:
-                references["vae"] = run_reference(run_specs()["vae"], root, {})
+                vae_spec = run_specs()["vae"]
+                vae_spec = dataclasses.replace(vae_spec, overrides=[*vae_spec.overrides, *extra])
+                references["vae"] = run_reference(vae_spec, root, {})
             fill["tokenizer"] = str(references["vae"][0])
         spec = run_specs(fill.get("tokenizer", ""))[name]
+        spec = dataclasses.replace(spec, overrides=[*spec.overrides, *extra])
         if name not in references:
             references[name] = run_reference(spec, root, fill)
         reference, wall = references[name]
@@ -420,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "seed": args.seed,
         "compile_cache": bool(args.compile_cache),
+        "overrides": args.override,
         "wall_s": time.monotonic() - start,
         "argv": sys.argv[1:],
     }

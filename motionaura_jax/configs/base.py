@@ -29,6 +29,9 @@ def get_config(task: str) -> ml_collections.ConfigDict:
             log_every=10,
             ckpt_every=100,
             keep=3,  # keep: checkpoints kept on disk
+            # Asynchronous saves overlap training; a kill during one loses it, so up to ckpt_every + the steps run
+            # while it was in flight are redone. False: each save is committed before the next step.
+            async_checkpoint=True,
             eval_every=0,
             sample_every=0,  # 0 = only never (eval/sample hooks of the task)
             profile_start=-1,

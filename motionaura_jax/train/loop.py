@@ -265,7 +265,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     data = setup.task.make_data(jax.process_index(), jax.process_count())
 
     # --- checkpoint: resume or start fresh -----------------------------------------------------------------------
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=int(tcfg.keep))
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", max_to_keep=int(tcfg.keep), async_save=bool(tcfg.async_checkpoint)
+    )
     restored = checkpointer.restore(setup.abstract_state)
     if restored is not None:
         state, start_step = restored.state, restored.step
