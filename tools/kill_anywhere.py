@@ -297,7 +297,12 @@ def kill_chains(
                 spec, workdir, kill_at, root / "logs", fill, tag
             )
             resumed = _resumed_from(text)
-            redone = (before - resumed) if resumed is not None else (before if before else None)
+            # Known only once the attempt logged where it resumed from; killed before that (while restoring) it
+            # redid nothing yet. One that ran to the end without resuming started over: all of it was redone.
+            if resumed is not None:
+                redone = before - resumed
+            else:
+                redone = before if (before and not killed) else None
             error = ""
             if not killed and returncode != 0:
                 error = "\n".join(text.strip().splitlines()[-6:])
