@@ -3,7 +3,8 @@ command each time, and compare the end with an uninterrupted run of the same com
 
     python tools/kill_anywhere.py --runs vae,t2v --points 20 --out runs/reliability/kill
     python tools/kill_anywhere.py --runs tiny --points 4 --out /tmp/kill     # the short form CI runs
-    python tools/kill_anywhere.py --runs vae,t2v --points 20 --override train.async_checkpoint=False --out ...
+    python tools/kill_anywhere.py --runs vae,t2v --points 20 --override train.async_checkpoint=False \
+        --phase_kill "t2v=token-cache building" --phase_kill "t2v=sample write" --out ...
 
 For each run: one uninterrupted reference, then chains of attempts in fresh workdirs. Each attempt starts the
 same command and is SIGKILLed (its whole process group: ffmpeg children included) after a delay drawn
@@ -139,7 +140,7 @@ def observe_phase(workdir: pathlib.Path, log_text: str, metrics_before: int) -> 
 class Attempt:
     chain: int
     attempt: int
-    kill_at_s: float | None
+    kill_at_s: float | str | None  # seconds after the start, or the phase named by --phase_kill
     killed: bool
     returncode: int | None
     phase: str
@@ -151,9 +152,15 @@ class Attempt:
 
 
 def run_attempt(
-    spec: RunSpec, workdir: pathlib.Path, kill_at: float | None, logs: pathlib.Path, fill: dict, tag: str
+    spec: RunSpec,
+    workdir: pathlib.Path,
+    kill_at: float | str | None,
+    logs: pathlib.Path,
+    fill: dict,
+    tag: str,
 ) -> tuple[int | None, bool, str, float, str]:
-    """Starts the command; SIGKILLs its process group after `kill_at` s (None: let it finish).
+    """Starts the command; SIGKILLs its process group after `kill_at` s, or (a phase name of `observe_phase`)
+    the first time it is seen in that phase; None: let it finish.
     Returns (returncode, killed, phase at the kill, wall seconds, log text)."""
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{tag}.log"
@@ -166,7 +173,17 @@ def run_attempt(
         )  # fmt: skip
         killed, phase = False, ""
         try:
-            proc.wait(timeout=kill_at)
+            if isinstance(kill_at, str):
+                while proc.poll() is None:
+                    seen = observe_phase(workdir, log_path.read_text(errors="replace"), metrics_before)
+                    if seen == kill_at:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        killed, phase = True, seen
+                        break
+                    time.sleep(0.005)
+                proc.wait()
+            else:
+                proc.wait(timeout=kill_at)
         except subprocess.TimeoutExpired:
             phase = observe_phase(workdir, log_path.read_text(errors="replace"), metrics_before)
             os.killpg(proc.pid, signal.SIGKILL)
@@ -274,23 +291,29 @@ def kill_chains(
     fill: dict,
     max_kills_per_chain: int = 5,
     progress: Any = None,
+    phases: tuple[str, ...] = (),
 ) -> tuple[list[Attempt], list[dict]]:
-    """`points` kills over chains of at most `max_kills_per_chain`; each chain is finished and compared."""
+    """`points` kills over chains of at most `max_kills_per_chain`; each chain is finished and compared. Then
+    one chain per name in `phases` whose first attempt is killed the first time the run is seen in that phase
+    (short phases such as token-cache building are rarely hit by a random time)."""
     rng = random.Random(seed)
     attempts: list[Attempt] = []
     chains: list[dict] = []
     kills, chain = 0, 0
-    while kills < points:
+    targets = list(phases)
+    while kills < points or targets:
         workdir = root / f"{spec.name}_chain{chain:02d}"
         shutil.rmtree(workdir, ignore_errors=True)
         chain_kills, number = 0, 0
         while True:
             # The last attempt of a chain runs to the end.
-            kill_at = (
+            kill_at: float | str | None = (
                 rng.uniform(0.3, reference_wall)
                 if kills < points and chain_kills < max_kills_per_chain
                 else None
             )
+            if kills >= points and targets and number == 0:
+                kill_at = targets.pop(0)
             before = _max_step(workdir)
             tag = f"{spec.name}_chain{chain:02d}_attempt{number:02d}"
             returncode, killed, phase, wall, text = run_attempt(
@@ -394,8 +417,18 @@ def main(argv: list[str] | None = None) -> int:
         "--override", action="append", default=[], metavar="KEY=VALUE",
         help="appended to every run's command as --config.KEY=VALUE (e.g. train.async_checkpoint=False)",
     )  # fmt: skip
+    parser.add_argument(
+        "--phase_kill", action="append", default=[], metavar="RUN=PHASE",
+        help="one more chain of RUN killed the first time it is seen in PHASE (a phase of the report, e.g. "
+        "'t2v=token-cache building', 't2v=sample write'); repeatable",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     from tqdm import tqdm
+
+    phase_kills: dict[str, list[str]] = {}
+    for item in args.phase_kill:
+        run, _, phase = item.partition("=")
+        phase_kills.setdefault(run, []).append(phase)
 
     extra = [f"--config.{o}" for o in args.override]
 
@@ -407,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     summaries, details = [], {}
     fill: dict[str, str] = {}
-    bar = tqdm(total=args.points * len(names), desc="kills", unit="kill", dynamic_ncols=True)
+    total = args.points * len(names) + sum(len(phase_kills.get(n, ())) for n in names)
+    bar = tqdm(total=total, desc="kills", unit="kill", dynamic_ncols=True)
     references: dict[str, tuple[pathlib.Path, float]] = {}
     for name in names:
         if name == "t2v":  # the tokenizer of the t2v run is the vae reference (only read from)
@@ -425,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             _, wall = run_reference(dataclasses.replace(spec, name=f"{name}_warm"), root, fill)
         attempts, chains = kill_chains(
             spec, root, points=args.points, seed=args.seed, reference=reference, reference_wall=wall, fill=fill,
-            max_kills_per_chain=args.per_chain, progress=bar,
+            max_kills_per_chain=args.per_chain, progress=bar, phases=tuple(phase_kills.get(name, ())),
         )  # fmt: skip
         summary = summarize(name, spec, attempts, chains)
         summary["reference_wall_s"] = round(wall, 1)
