@@ -15,8 +15,16 @@ from motionaura_jax.configs import base, t2v, tiny, vae
 from tests.conftest import REPO
 
 PACKAGE = REPO / "motionaura_jax"
-VAE_RUNS = ("tiny", "quickstart", "quickstart_nomask", "shapes32", "shapes64", "S", "L")
-T2V_RUNS = ("tiny", "tiny_mar", "quickstart", "quickstart_mar", "quickstart_nofft", "quickstart_filter3d")
+VAE_RUNS = ("tiny", "quickstart", "quickstart_nomask", "quickstart_fine", "shapes32", "shapes64", "S", "L")
+T2V_RUNS = (
+    "tiny",
+    "tiny_mar",
+    "quickstart",
+    "quickstart_mar",
+    "quickstart_nofft",
+    "quickstart_filter3d",
+    "quickstart_fine",
+)
 
 
 def _abstract(tree):
