@@ -174,7 +174,7 @@ def read_config(
             f"{path} is not a readable config ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
             "restore it from the run's checkpoints/<step>/meta or re-run training"
         ) from None
-    task = str(config.get("task", ""))
+    task = str(config.task) if "task" in config else ""
     if task in TASK_DEFAULTS:
         added = config_lib.fill_missing(config, importlib.import_module(TASK_DEFAULTS[task]).get_config())
         if added:

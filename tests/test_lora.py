@@ -9,7 +9,6 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
@@ -145,7 +144,11 @@ def test_adapter_forward_on_dense_densegeneral_conv():
 
 
 def _train_config():
-    return ml_collections.ConfigDict(
+    """The train group's defaults (every key make_optimizer reads) with this file's optimizer settings."""
+    from motionaura_jax.configs import base
+
+    train = base.get_config("t2v").train
+    train.update(
         dict(
             lr=1e-2,
             schedule="constant",
@@ -157,6 +160,7 @@ def _train_config():
             steps=STEPS,
         )
     )
+    return train
 
 
 def _loss(model, params, inputs, targets):
