@@ -178,7 +178,7 @@ class Decoder(nn.Module):
             return out.astype(jnp.float32)
         # Without it each stem_patch x stem_patch pixel block is a linear map of one feature vector: edges that
         # cross a block boundary come back blocky (rounded squares). One 3x3 conv per frame at full resolution
-        # lets neighbouring blocks agree on the edge, for a few percent of the decoder's FLOPs.
+        # lets neighbouring blocks agree on the edge.
         h = nn.silu(
             PatchUpsample(c.refine_channels, patch=c.stem_patch, names=("conv_in", None), name="head")(h)
         )
