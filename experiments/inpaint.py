@@ -28,6 +28,10 @@ Choices where the paper is silent (each a switch under `config.inpaint`):
 - The FFT mixers assume one token grid: global_filter / fnet_mix mix the target and context grids apart
   (`context_mixing="per_grid"`, or "target_only"); sketch tokens are never mixed by them. qkv_fft2 attention
   runs over the whole sequence (it takes any length). Self-attention is joint over all three segments.
+- Sketch encoder: a small conv encoder + MLP, trained (`sketch_encoder="conv"`, offline, the default), or the
+  paper's frozen SigLIP vision tower from a local Hugging Face folder + a trainable MLP (`sketch_encoder="siglip"`,
+  `--config.inpaint.siglip_dir=/models/siglip-so400m-patch14-384`); the tower's params ride in the train state
+  beside the base (frozen, checkpointed with it) and run in every step.
 - Trainable: LoRA adapters on q/k/v/out of self- and cross-attention and both FFN linears (models/lora.py
   default targets and rank), the conv sketch encoder + MLP projector, the segment embeddings. Frozen: the
   denoiser, the tokenizer, the text encoder (`finetune="full"` trains every denoiser weight instead: an arm).

@@ -109,14 +109,10 @@ def _tiny_spec() -> InferenceSpec:
 def _inpaint_spec() -> InferenceSpec:
     # The trainable tree only (adapters, segment embeddings, sketch encoder); the frozen base t2v run is
     # named in config.inpaint.t2v_workdir and loaded on its own (pipelines/inpaint.py).
-    from motionaura_jax.models.inpaint import InpaintTrainables
+    from motionaura_jax.models.inpaint import build_trainables
 
     def build(config):
-        i = config.inpaint
-        grid = tuple(int(g) for g in config.tokens.grid)
-        return InpaintTrainables(
-            config.model, grid, tuple(i.sketch_channels), i.finetune, int(i.lora_rank), float(i.lora_alpha)
-        )
+        return build_trainables(config.model, config.inpaint, tuple(config.tokens.grid))
 
     def example(config):
         size = int(config.data.size)

@@ -229,3 +229,50 @@ def test_full_finetune_arm_learns(trained):
     assert set(result.state.params) == {"denoiser", "segments", "sketch"} and result.state.base is None
     assert len(losses) >= 30, losses
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_siglip_sketch_encoder_in_the_stage(trained, tmp_path):
+    """inpaint.sketch_encoder=siglip (the paper's): a frozen SigLIP tower (tiny, random, saved by transformers)
+    feeds the trainable MLP. Only the projector trains; the tower and the base stay bit-identical; the sketch
+    reaches the tokens through the tower; the trained run inpaints with it."""
+    import torch
+    import transformers
+
+    from motionaura_jax.models import sketch as sketch_lib
+    from motionaura_jax.pipelines.inpaint import Inpainter
+    from motionaura_jax.train import loop
+
+    torch.manual_seed(0)
+    hf = transformers.SiglipVisionConfig(
+        hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+        patch_size=8,
+    )  # fmt: skip
+    transformers.SiglipVisionModel(hf).save_pretrained(tmp_path / "siglip", safe_serialization=True)
+    config = config_lib.load_config(
+        "experiments/inpaint.py:tiny",
+        [f"--config.inpaint.t2v_workdir={trained['t2v']}", f"--config.tokens.cache={trained['root'] / 'icache'}",
+         "--config.mesh.num_devices=1", "--config.inpaint.sketch_encoder=siglip",
+         f"--config.inpaint.siglip_dir={tmp_path / 'siglip'}", "--config.train.steps=2"],
+    )  # fmt: skip
+    _, tower = sketch_lib.load_siglip_vision(tmp_path / "siglip", progress=False)
+    result = loop.train(config, tmp_path / "inpaint_siglip")
+    state = result.state
+    assert result.step == 2 and np.isfinite(result.last_metrics["loss"])
+    assert set(state.params) == {"lora", "segments", "sketch"}
+    assert set(state.params["sketch"]) == {"fc_in", "fc_out"}  # the MLP projector only
+    for got, want in zip(jax.tree.leaves(state.sketch_tower), jax.tree.leaves(tower["params"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # frozen: bit-identical
+    for got, want in zip(jax.tree.leaves(state.base), jax.tree.leaves(trained["base_before"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    inpainter = Inpainter.load(tmp_path / "inpaint_siglip")
+    assert inpainter.trainables.siglip.num_patches == 4
+    sketches = np.zeros((2, 16, 16, 1), np.uint8)
+    sketches[1, 4:12, 4] = 255
+    tokens = np.asarray(
+        inpainter.trainables.apply({"params": inpainter.trainable}, sketches, inpainter.sketch_tower)
+    )
+    assert tokens.shape == (2, 4, 32) and not np.allclose(tokens[0], tokens[1])  # the sketch is seen
+    clip, *_ = _write_inputs(tmp_path)
+    out = inpainter.inpaint(clip["video"][None], clip["masks"][None], clip["sketch"][None], [clip["caption"]],
+                            num_steps=3)  # fmt: skip
+    assert out["video"].shape == (1, 5, 16, 16, 3)

@@ -44,7 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
             finetune="lora",  # "lora" (the paper: frozen denoiser + adapters) or "full" (every denoiser weight)
             lora_rank=0,  # 0: lora.default_rank(width) = clip(width // 32, 1, 32)
             lora_alpha=0.0,  # 0: alpha = rank (scale 1)
+            sketch_encoder="conv",  # "conv" (small, trained) or "siglip" (the paper's: frozen tower + MLP)
             sketch_channels=(16, 32, 64),  # conv sketch encoder stages (each after the first halves H, W)
+            siglip_dir="",  # sketch_encoder="siglip": a local Hugging Face SigLIP folder (safetensors)
             mask_dilate=2,  # pixels the object mask grows by before blacking out (and paste-back)
             context_rope="aligned",  # context tokens' RoPE: "aligned" with the target positions, or "none"
             context_mixing="per_grid",  # FFT mixers: "per_grid" (target, context apart) or "target_only"

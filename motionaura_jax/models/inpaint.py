@@ -10,8 +10,13 @@ text-to-video denoiser adds and trains, as one Linen module whose `init` builds 
         {"params": denoiser_params(params, base_params, lora_config)},
         z_t, t_b, fps_b, text, mask, context_ids_bthw=z_m, extra_tokens_bsd=tokens_bsd)
 
-The frozen parts (the text-to-video run's denoiser params, the tokenizer, the text encoder) are never in this
-tree: a train state holds only what trains, and `runs.load_run` of an inpaint run restores only this tree
+With `sketch_encoder="siglip"` the sketch goes through the paper's frozen SigLIP vision tower (its params are
+passed beside the trainable tree, never in it) and only the MLP projector under "sketch" trains:
+
+    tokens_bsd = trainables.apply({"params": params}, sketch_bhw1, siglip_params=tower_params)
+
+The frozen parts (the text-to-video run's denoiser params, the tokenizer, the text encoder, the SigLIP tower)
+are never in this tree: a train state holds only what trains, and `runs.load_run` of an inpaint run restores only this tree
 (the base run is named in the config and loaded on its own). The LoRA adapters are `models/lora.py`'s
 (targets, rank, logical names), created under "lora" from the abstract shapes of the base denoiser.
 """
@@ -28,9 +33,18 @@ import ml_collections
 
 from motionaura_jax.models import lora as lora_lib
 from motionaura_jax.models.denoiser import SegmentEmbeddings, SpectralDenoiser, example_inputs
-from motionaura_jax.models.sketch import ConvSketchEncoder
+from motionaura_jax.models.sketch import (
+    ConvSketchEncoder,
+    SiglipVisionConfig,
+    SiglipVisionTower,
+    SketchProjector,
+    siglip_config_from_hf,
+    sketch_to_pixels,
+)
+from motionaura_jax.models.text.loading import read_config_json
 
 FINETUNES = ("lora", "full")
+SKETCH_ENCODERS = ("conv", "siglip")
 
 
 def lora_config_for(denoiser_cfg: ml_collections.ConfigDict, rank: int = 0, alpha: float = 0.0):
@@ -59,12 +73,18 @@ class InpaintTrainables(nn.Module):
     finetune: str = "lora"
     lora_rank: int = 0
     lora_alpha: float = 0.0
+    sketch_encoder: str = "conv"
+    siglip: SiglipVisionConfig | None = None  # the frozen tower's config (sketch_encoder="siglip")
 
     @nn.compact
-    def __call__(self, sketch_bhw1: jax.Array) -> jax.Array:
+    def __call__(self, sketch_bhw1: jax.Array, siglip_params: Any | None = None) -> jax.Array:
         cfg = self.denoiser_config
         if self.finetune not in FINETUNES:
             raise ValueError(f"inpaint finetune={self.finetune!r}: use one of {', '.join(FINETUNES)}")
+        if self.sketch_encoder not in SKETCH_ENCODERS:
+            raise ValueError(
+                f"inpaint sketch_encoder={self.sketch_encoder!r}: use one of {', '.join(SKETCH_ENCODERS)}"
+            )
         SegmentEmbeddings(int(cfg.width), name="segments")()
         if self.finetune == "lora":
             lora_cfg = lora_config_for(cfg, self.lora_rank, self.lora_alpha)
@@ -76,8 +96,53 @@ class InpaintTrainables(nn.Module):
             inputs = example_inputs(cfg, 1, tuple(self.grid_thw), 2)
             if self.is_initializing():  # a full copy, overwritten by the base run's values before training
                 SpectralDenoiser(cfg, name="denoiser")(*inputs)
-        encoder = ConvSketchEncoder(int(cfg.width), tuple(self.sketch_channels), name="sketch")
-        return encoder(sketch_bhw1)
+        if self.sketch_encoder == "conv":
+            return ConvSketchEncoder(int(cfg.width), tuple(self.sketch_channels), name="sketch")(sketch_bhw1)
+        return SketchProjector(int(cfg.width), name="sketch")(
+            self._siglip_features(sketch_bhw1, siglip_params)
+        )
+
+    def _siglip_features(self, sketch_bhw1: jax.Array, siglip_params: Any | None) -> jax.Array:
+        tower = self.siglip
+        if tower is None:
+            raise ValueError("inpaint sketch_encoder='siglip' needs the tower's config (inpaint.siglip_dir)")
+        if siglip_params is None:
+            if not self.is_initializing():
+                raise ValueError("the SigLIP sketch encoder needs the frozen tower's params (siglip_params=)")
+            # init builds the projector from the features' shape: the 400M-parameter tower never runs here.
+            return jnp.zeros((sketch_bhw1.shape[0], tower.num_patches, tower.hidden_size), jnp.float32)
+        pixels = sketch_to_pixels(sketch_bhw1, tower.image_size)
+        features = SiglipVisionTower(tower).apply({"params": siglip_params}, pixels)
+        return jax.lax.stop_gradient(features)  # frozen: the paper trains the MLP only
+
+
+def siglip_config_of(inpaint_cfg: ml_collections.ConfigDict) -> SiglipVisionConfig | None:
+    """The frozen SigLIP tower's config (from `inpaint.siglip_dir`'s config.json), or None for the conv encoder."""
+    if str(inpaint_cfg.sketch_encoder) != "siglip":
+        return None
+    if not inpaint_cfg.siglip_dir:
+        raise ValueError(
+            "inpaint.sketch_encoder='siglip' needs inpaint.siglip_dir: a local Hugging Face SigLIP folder "
+            "(config.json + safetensors), e.g. --config.inpaint.siglip_dir=/models/siglip-so400m-patch14-384"
+        )
+    return siglip_config_from_hf(read_config_json(inpaint_cfg.siglip_dir))
+
+
+def build_trainables(
+    denoiser_cfg: ml_collections.ConfigDict, inpaint_cfg: ml_collections.ConfigDict, grid_thw: tuple[int, ...]
+) -> InpaintTrainables:
+    """The trainables module of an inpaint config (`config.inpaint`)."""
+    i = inpaint_cfg
+    return InpaintTrainables(
+        denoiser_cfg,
+        tuple(int(g) for g in grid_thw),
+        tuple(i.sketch_channels),
+        i.finetune,
+        int(i.lora_rank),
+        float(i.lora_alpha),
+        sketch_encoder=str(i.sketch_encoder),
+        siglip=siglip_config_of(i),
+    )
 
 
 def denoiser_params(
@@ -100,7 +165,10 @@ def denoiser_params(
 
 
 def sketch_tokens(
-    module: InpaintTrainables, trainable: Mapping[str, Any], sketch_bhw1: jax.Array
+    module: InpaintTrainables,
+    trainable: Mapping[str, Any],
+    sketch_bhw1: jax.Array,
+    siglip_params: Any | None = None,
 ) -> jax.Array:
-    """(B, S', width) sketch tokens (the conv encoder + MLP) of `trainable`'s "sketch" params."""
-    return module.apply({"params": trainable}, jnp.asarray(sketch_bhw1))
+    """(B, S', width) sketch tokens (conv encoder, or frozen SigLIP + MLP) of `trainable`'s "sketch" params."""
+    return module.apply({"params": trainable}, jnp.asarray(sketch_bhw1), siglip_params)

@@ -35,7 +35,8 @@ from motionaura_jax.data.video_io import contact_sheet, to_uint8
 from motionaura_jax.diffusion.sampler import sample_tokens
 from motionaura_jax.diffusion.schedule import schedule_from_config
 from motionaura_jax.models.denoiser import SpectralDenoiser
-from motionaura_jax.models.inpaint import InpaintTrainables, denoiser_params, lora_config_for
+from motionaura_jax.models.inpaint import build_trainables, denoiser_params, lora_config_for
+from motionaura_jax.models.sketch import load_siglip_vision
 from motionaura_jax.pipelines.t2v import prompt_encoder
 from motionaura_jax.pipelines.tokenizer import Tokenizer
 from motionaura_jax.runs import Run, RunError
@@ -253,7 +254,10 @@ class Inpainter:
         base_params: Any,
         tokenizer: Tokenizer,
         trainable: Any | None = None,
+        sketch_tower: Any | None = None,
     ):
+        """`sketch_tower`: the frozen SigLIP tower's params (sketch_encoder="siglip"); None loads them from
+        inpaint.siglip_dir."""
         self.config, self.base, self.trainable, self.tokenizer = config, base_params, trainable, tokenizer
         self.fine_tuned = trainable is not None
         # A t2v run (the no-fine-tune arm) masks and pastes back with the inpaint stage's defaults.
@@ -266,16 +270,12 @@ class Inpainter:
         self.paste_from = str(i.paste_from)
         if self.paste_from not in ("input", "masked"):
             raise ValueError(f"inpaint.paste_from={self.paste_from!r}: use input or masked")
+        self.sketch_tower = sketch_tower
         if self.fine_tuned:
-            grid = tuple(int(g) for g in config.tokens.grid)
-            self.trainables = InpaintTrainables(
-                config.model,
-                grid,
-                tuple(i.sketch_channels),
-                i.finetune,
-                int(i.lora_rank),
-                float(i.lora_alpha),
-            )
+            self.trainables = build_trainables(config.model, i, tuple(config.tokens.grid))
+            if self.trainables.siglip is not None and sketch_tower is None:
+                _, tower = load_siglip_vision(i.siglip_dir, progress=False)
+                self.sketch_tower = tower["params"]
             self.lora_cfg = (
                 lora_config_for(config.model, int(i.lora_rank), float(i.lora_alpha))
                 if i.finetune == "lora"
@@ -311,10 +311,10 @@ class Inpainter:
         model, schedule, fine_tuned = self.model, self.schedule, self.fine_tuned
         trainables, lora_cfg = (self.trainables, self.lora_cfg) if fine_tuned else (None, None)
 
-        def run(trainable, base, rng, text, mask, fps, context, sketch, init_ids):
+        def run(trainable, base, tower, rng, text, mask, fps, context, sketch, init_ids):
             if fine_tuned:
                 params = denoiser_params(trainable, base, lora_cfg)
-                tokens = trainables.apply({"params": trainable}, sketch)
+                tokens = trainables.apply({"params": trainable}, sketch, tower)
             else:
                 params = base
             batch = text.shape[0]
@@ -398,6 +398,7 @@ class Inpainter:
         ids = run(
             self.trainable,
             self.base,
+            self.sketch_tower,
             jax.random.PRNGKey(seed),
             jnp.asarray(text),
             jnp.asarray(mask),

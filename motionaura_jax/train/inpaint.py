@@ -38,10 +38,12 @@ from motionaura_jax.data import token_cache
 from motionaura_jax.data.token_cache import TokenCache
 from motionaura_jax.diffusion.losses import diffusion_losses
 from motionaura_jax.diffusion.schedule import schedule_from_config
+from motionaura_jax.models import sketch as sketch_lib
 from motionaura_jax.models.denoiser import SpectralDenoiser
 from motionaura_jax.models.inpaint import (
     InpaintTrainables,
     abstract_denoiser_params,
+    build_trainables,
     denoiser_params,
     lora_config_for,
 )
@@ -55,9 +57,11 @@ log = logging.getLogger("motionaura")
 
 @flax.struct.dataclass
 class InpaintState(TrainState):
-    """`params` (the trainable tree) and its optimizer state, plus the frozen base denoiser params."""
+    """`params` (the trainable tree) and its optimizer state, plus the frozen base denoiser params and, with
+    inpaint.sketch_encoder="siglip", the frozen SigLIP tower's params (inputs of every step, never updated)."""
 
     base: Any = None
+    sketch_tower: Any = None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -159,10 +163,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[SpectralDenoiser, I
     """(denoiser with the context switches, the trainables module, the LoRA config or None)."""
     i = config.inpaint
     model = SpectralDenoiser(config.model, context_rope=i.context_rope, context_mixing=i.context_mixing)
-    grid = tuple(int(g) for g in config.tokens.grid)
-    trainables = InpaintTrainables(
-        config.model, grid, tuple(i.sketch_channels), i.finetune, int(i.lora_rank), float(i.lora_alpha)
-    )
+    trainables = build_trainables(config.model, i, tuple(config.tokens.grid))
     lora_cfg = (
         lora_config_for(config.model, int(i.lora_rank), float(i.lora_alpha)) if i.finetune == "lora" else None
     )
@@ -184,7 +185,7 @@ def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora
         context_ids = batch["context_ids"].astype(jnp.int32)
 
         def loss_fn(trainable):
-            tokens = trainables.apply({"params": trainable}, batch["sketch"][..., None])
+            tokens = trainables.apply({"params": trainable}, batch["sketch"][..., None], state.sketch_tower)
             params = denoiser_params(trainable, state.base, lora_cfg)
             logits = model.apply(
                 {"params": params},
@@ -222,12 +223,18 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
     size = int(config.data.size)
     base_run = runs.load_run(i.t2v_workdir, task="t2v", step=int(i.t2v_step) or None, mesh=mesh)
     boxed_base = _boxed_like(abstract_denoiser_params(config.model, grid), base_run.params)
+    boxed_tower = None
+    if trainables.siglip is not None:  # the paper's frozen SigLIP tower, loaded once, leaf by leaf
+        _, tower = sketch_lib.load_siglip_vision(i.siglip_dir, mesh=mesh, progress=False)
+        boxed_tower = _boxed_like(sketch_lib.abstract_params(trainables.siglip), tower["params"])
 
     def init_state(rng: jax.Array) -> InpaintState:
         params = trainables.init({"params": rng}, jnp.zeros((1, size, size, 1), jnp.uint8))["params"]
         if i.finetune == "full":  # the full copy starts from the base run's weights
-            return InpaintState.create({**params, "denoiser": boxed_base}, tx, base=None)
-        return InpaintState.create(params, tx, base=boxed_base)
+            return InpaintState.create(
+                {**params, "denoiser": boxed_base}, tx, base=None, sketch_tower=boxed_tower
+            )
+        return InpaintState.create(params, tx, base=boxed_base, sketch_tower=boxed_tower)
 
     def make_data(process_index: int, process_count: int) -> token_cache.TokenCacheIterator:
         return cache_iterator(ensure_inpaint_cache(config), config, process_index, process_count)
@@ -240,7 +247,7 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
 
         if "i" not in inpainter:
             tokenizer = Tokenizer.load(config.tokens.tokenizer_workdir)
-            inpainter["i"] = Inpainter(config, base_run.params, tokenizer, state.params)
+            inpainter["i"] = Inpainter(config, base_run.params, tokenizer, state.params, state.sketch_tower)
         inpainter["i"].trainable = state.params  # one inpainter (and its compiled sampler) across steps
         return inpainter["i"]
 
