@@ -199,3 +199,59 @@ def test_export_writes_a_folder_the_reader_agrees_with(tmp_path, capsys):
         clip = folder.get(i)
         assert clip["caption"] == shapes[i]["caption"] and clip["fps"] == shapes[i]["fps"]
         assert np.abs(clip["video"].astype(np.int16) - shapes[i]["video"]).mean() < 3.0  # libx264 tolerance
+
+
+def test_folder_gives_inpainting_masks_and_sketches_from_sidecars(tmp_path, caplog):
+    """with_masks: clip.mask.mp4 / clip.mask.png and clip.sketch.png come cut, resized, cropped and flipped with
+    their clip (the object's pixels lie in the mask, the sketch on its outline, dark-on-light sketches read the
+    same); a video without sidecars is skipped and counted; mask videos are never clips."""
+    from PIL import Image
+
+    from motionaura_jax.data.video_folder import VideoFolder
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    shapes = MovingShapes(frames=25, size=48, num_clips=3, fps=24.0)
+    for i in range(3):
+        clip = shapes[i]
+        video_io.write_video(root / f"c{i}.mp4", clip["video"][:, :, :40], fps=24.0, lossless=True)
+        masks = clip["masks"][:, :, :40]
+        sketch = clip["sketch"][:, :40]
+        if i == 0:  # a mask video and a white-on-black sketch
+            rgb = np.repeat(masks[..., None].astype(np.uint8) * 255, 3, axis=-1)
+            video_io.write_video(root / "c0.mask.mp4", rgb, fps=24.0, lossless=True)
+            Image.fromarray(sketch).save(root / "c0.sketch.png")
+        elif i == 1:  # one mask PNG for every frame (the union), a dark-on-light sketch
+            Image.fromarray(masks.any(axis=0).astype(np.uint8) * 255).save(root / "c1.mask.png")
+            Image.fromarray(255 - sketch).save(root / "c1.sketch.png")
+    with caplog.at_level(logging.WARNING):
+        # Every frame of the clip, so that the frame the sketch was drawn on is in it.
+        folder = VideoFolder(root, frames=25, size=32, flip=True, with_masks=True, show_progress=False)
+    assert len(folder) == 2 and folder.metrics()["data/no_masks"] == 1
+    assert "c2.mp4" in caplog.text and "c2.mask" in caplog.text and "mask.mp4:" not in caplog.text
+    for index in range(2):
+        for key in range(6):
+            clip = folder.get(index, key)
+            masks, sketch, video = clip["masks"], clip["sketch"], clip["video"]
+            assert masks.shape == (25, 32, 32) and masks.dtype == bool and sketch.shape == (32, 32)
+            assert set(np.unique(sketch)) <= {0, 255} and (sketch > 0).sum() >= 8
+            bright = video.max(axis=-1) > 100  # the object (the background is black)
+            assert bright.sum() > 0 and (bright & masks).sum() >= 0.8 * bright.sum(), (
+                index,
+                key,
+            )  # source: 0.94
+            near = masks.any(axis=0)
+            near = (
+                near | np.roll(near, 2, 0) | np.roll(near, -2, 0) | np.roll(near, 2, 1) | np.roll(near, -2, 1)
+            )
+            assert (near & (sketch > 0)).sum() >= 0.9 * (sketch > 0).sum(), (index, key)
+    batch = next(make_host_iterator(folder_cfg(root, with_masks=True), batch_size=2, split="train", seed=0))
+    assert batch["masks"].shape == (2, 9, 32, 32) and batch["sketch"].shape == (
+        2,
+        32,
+        32,
+    )  # the stage's input
+    plain = VideoFolder(root, frames=9, size=32, fps=12.0, show_progress=False)
+    assert len(plain) == 3 and "masks" not in plain.get(
+        0
+    )  # without with_masks: every video, no sidecars read

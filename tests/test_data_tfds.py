@@ -108,7 +108,7 @@ def test_pipeline_reads_tfds(tmp_path):
         seed=1,
         split_sizes={"train": 8, "validation": 0, "test": 0, "heldout": 0},
     )
-    cfg = data_config(source="tfds", path=str(tmp_path), frames=5, size=16, read_threads=0)
+    cfg = data_config(source="tfds", path=str(tmp_path), frames=5, size=16, read_threads=0, with_masks=True)
     it = make_host_iterator(cfg, batch_size=4, split="train", seed=0, shuffle=False, num_epochs=1)
     batches = list(it)
     assert len(batches) == 2

@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "num_clips": 0,  # synthetic: clips per epoch (0: the split's default)
     "random_crop": True,  # folder/tfds, train split only: random clip start and crop
     "flip": False,  # folder/tfds, train split only: random horizontal flip (wrong for left/right captions)
-    "with_masks": True,  # synthetic/tfds: also return "masks" (B,T,H,W) bool and "sketch" (B,H,W) uint8
+    "with_masks": False,  # also return "masks" (B,T,H,W) bool and "sketch" (B,H,W) uint8 (folder: sidecar files)
     "read_threads": 2,  # background decode threads per process (0: decode on next())
     "prefetch": 8,  # elements decoded ahead per process
     "worker_count": 0,  # grain worker processes (0: threads only; >0 needs an `if __name__ == "__main__"`)

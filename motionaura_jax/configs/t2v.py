@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = denoiser_config("tiny", vocab_size=0, text_dim=0)  # both filled from the token cache
     config.diffusion = diffusion_config()
     # Clips the token cache is built from (any data source; Moving Shapes by default).
-    config.data = data.get_config(size=32, with_masks=False)
+    config.data = data.get_config(size=32)
     config.tokens = ml_collections.ConfigDict(
         dict(
             tokenizer_workdir="",  # the trained tokenizer run (required)

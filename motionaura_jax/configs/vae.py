@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = base.get_config("vae")
     config.model = model_config()
     config.disc = disc_config()
-    config.data = data.get_config(size=32, with_masks=False, read_threads=1, prefetch=4)
+    config.data = data.get_config(size=32, read_threads=1, prefetch=4)
     config.loss = ml_collections.ConfigDict(
         dict(
             l1=1.0,

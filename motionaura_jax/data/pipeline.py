@@ -91,6 +91,7 @@ class _FolderSource(_Source):
             random_crop=train and bool(data_cfg.random_crop),
             flip=train and bool(data_cfg.flip),
             seed=seed,
+            with_masks=bool(data_cfg.with_masks),
         )
 
     def __len__(self):
@@ -98,7 +99,10 @@ class _FolderSource(_Source):
 
     def load(self, index, key):
         clip = self.folder.get(index, key)
-        return {"video": clip["video"], "caption": clip["caption"], "fps": clip["fps"]}
+        out = {"video": clip["video"], "caption": clip["caption"], "fps": clip["fps"]}
+        if self.folder.with_masks:
+            out["masks"], out["sketch"] = clip["masks"], clip["sketch"]
+        return out
 
     def metrics(self):
         return self.folder.metrics()

@@ -11,6 +11,14 @@ fails later falls through to the next video. Only a folder with no readable vide
 A captions.jsonl entry is data from whoever made the folder: one that points outside the folder (`..`, an
 absolute path) is refused, and one naming a file that is not there (or a dangling symlink) is named; both are
 warned about once and counted (`captions_refused`, `captions_missing`).
+
+Inpainting data (`with_masks=True`, the inpaint stage's `data.with_masks`): each video `clip.mp4` comes with
+sidecars of its own size, `clip.mask.mp4` (any video extension: the region per frame, white = the object) or
+`clip.mask.png` (one region for every frame), and `clip.sketch.png` (lines on a plain background, either way
+round: the minority of pixels are the lines). They are cut, resized, cropped and flipped with the clip and
+returned as "masks" bool (T, H, W) and "sketch" uint8 (H, W) in {0, 255}, 255 = line, as Moving Shapes gives
+them. `*.mask.<video extension>` files are never clips themselves. A video without both sidecars, or with one
+of another size, is skipped, named once with the reason and counted (`data/no_masks`).
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from motionaura_jax.data import video_io
 
 log = logging.getLogger(__name__)
 CAPTIONS_FILE = "captions.jsonl"
+MASK_SUFFIX, SKETCH_SUFFIX = ".mask", ".sketch"
+IMAGE_EXTENSIONS = (".png",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,32 +50,78 @@ class FolderEntry:
     path: str
     caption: str
     info: video_io.VideoInfo
+    mask: str | None = None  # with_masks: the mask sidecar (a video or a PNG)
+    sketch: str | None = None  # with_masks: the sketch sidecar (PNG)
 
 
-def resize_and_crop(video: np.ndarray, size: int, *, rng: np.random.Generator | None = None) -> np.ndarray:
+def _sidecar(video: pathlib.Path, suffix: str, extensions: tuple[str, ...]) -> pathlib.Path | None:
+    for ext in extensions:
+        candidate = video.with_name(video.stem + suffix + ext)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_plane(path: str) -> np.ndarray:
+    """uint8 (H, W) grey levels of an image sidecar; VideoReadError (naming it) when it is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise video_io.VideoReadError(path, f"not an image ({type(error).__name__})") from error
+
+
+def sketch_lines(grey_hw: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) in {0, 255}, 255 = line: pixels >= 128, inverted when they are the majority (a sketch drawn
+    dark on light)."""
+    lines = np.asarray(grey_hw) >= 128
+    if lines.mean() > 0.5:
+        lines = ~lines
+    return lines.astype(np.uint8) * 255
+
+
+def _resize_shorter_side(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W[, C]) uint8 with the shorter side resized to `size` (bilinear, antialiased when shrinking)."""
+    h, w = frames.shape[1:3]
+    scale = size / min(h, w)
+    new_h, new_w = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+    if (new_h, new_w) == (h, w):
+        return frames
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.Resampling.BILINEAR)) for f in frames]
+    )
+
+
+def _crop_origin(h: int, w: int, size: int, rng: np.random.Generator | None) -> tuple[int, int]:
+    if rng is None:
+        return (h - size) // 2, (w - size) // 2
+    return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+
+
+def resize_and_crop(
+    video: np.ndarray,
+    size: int,
+    *,
+    rng: np.random.Generator | None = None,
+    planes: tuple[np.ndarray, ...] = (),
+) -> np.ndarray | tuple[np.ndarray, ...]:
     """Resizes the shorter side to `size` (bilinear, antialiased when shrinking), then crops `size`x`size`.
 
-    The crop is centred, or at a random place when `rng` is given. uint8 in, uint8 out.
+    The crop is centred, or at a random place when `rng` is given. uint8 in, uint8 out. `planes`: uint8
+    (T', H, W) arrays of the video's height and width (object masks, a sketch) given the same resize and crop;
+    with them the result is (video, *planes).
     """
-    t, h, w, _ = video.shape
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        new_h, new_w = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
-        if (new_h, new_w) != (h, w):
-            from PIL import Image
-
-            video = np.stack(
-                [
-                    np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.Resampling.BILINEAR))
-                    for f in video
-                ]
-            )
-        h, w = new_h, new_w
-    if rng is None:
-        top, left = (h - size) // 2, (w - size) // 2
-    else:
-        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-    return video[:, top : top + size, left : left + size]
+    video = _resize_shorter_side(video, size)
+    h, w = video.shape[1:3]
+    top, left = _crop_origin(h, w, size, rng)
+    video = video[:, top : top + size, left : left + size]
+    if not planes:
+        return video
+    return (video, *(_resize_shorter_side(p, size)[:, top : top + size, left : left + size] for p in planes))
 
 
 def clip_frame_indices(
@@ -239,6 +295,7 @@ class VideoFolder:
         probe_threads: int = 4,
         show_progress: bool = True,
         probe_timeout_s: float = 60.0,
+        with_masks: bool = False,
     ):
         self.root = pathlib.Path(root)
         if not self.root.is_dir():
@@ -250,6 +307,7 @@ class VideoFolder:
         self.fps = float(fps) if fps else None
         self.random_crop, self.flip, self.seed = random_crop, flip, int(seed)
         self.probe_timeout_s = float(probe_timeout_s)
+        self.with_masks = bool(with_masks)
         pattern = "**/*" if recursive else "*"
         # Everything named like a video counts, regular file or not: a symlink loop or a folder called x.mp4
         # is named as bad below rather than silently passed over.
@@ -257,6 +315,7 @@ class VideoFolder:
             p
             for p in self.root.glob(pattern)
             if p.suffix.lower() in video_io.VIDEO_EXTENSIONS
+            and not p.stem.lower().endswith(MASK_SUFFIX)
             and not p.name.startswith(".")
             and not any(part.startswith(".") for part in p.relative_to(self.root).parts[:-1])
         )
@@ -267,6 +326,7 @@ class VideoFolder:
             )
         self.bad_files: dict[str, str] = {}  # path -> reason, for files that could not be read
         self.too_short: dict[str, str] = {}
+        self.no_masks: dict[str, str] = {}  # with_masks: videos skipped for a missing sidecar
         self._lock = threading.Lock()
         paths = []
         for path in candidates:
@@ -295,13 +355,15 @@ class VideoFolder:
                 self.too_short[str(path)] = reason
                 log.warning("skipping short video %s: %s", path, reason)
                 continue
-            self.entries.append(
-                FolderEntry(str(path), captions.get(str(path.relative_to(self.root)), ""), info)
-            )
+            entry = FolderEntry(str(path), captions.get(str(path.relative_to(self.root)), ""), info)
+            if self.with_masks:
+                entry = self._with_sidecars(entry)
+                if entry is None:
+                    continue
+            self.entries.append(entry)
         if not self.entries:
-            details = "; ".join(
-                f"{p}: {r}" for p, r in list({**self.bad_files, **self.too_short}.items())[:5]
-            )
+            skipped = {**self.bad_files, **self.too_short, **self.no_masks}
+            details = "; ".join(f"{p}: {r}" for p, r in list(skipped.items())[:5])
             raise ValueError(
                 f"video folder {self.root}: none of its {len(paths)} video files is usable ({details}). "
                 f"Check the files play (e.g. with ffmpeg), or lower data.frames / data.fps."
@@ -315,6 +377,45 @@ class VideoFolder:
                 len(self.bad_files),
                 len(self.too_short),
             )
+
+    def _with_sidecars(self, entry: FolderEntry) -> FolderEntry | None:
+        video = pathlib.Path(entry.path)
+        mask = _sidecar(video, MASK_SUFFIX, (*video_io.VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS))
+        sketch = _sidecar(video, SKETCH_SUFFIX, IMAGE_EXTENSIONS)
+        missing = [
+            f"{video.stem}{suffix}{ext}"
+            for found, suffix, ext in ((mask, MASK_SUFFIX, ".mp4|.png"), (sketch, SKETCH_SUFFIX, ".png"))
+            if found is None
+        ]
+        if missing:
+            reason = (
+                f"no {' or '.join(missing)} next to it (inpainting data need a mask and a sketch per video)"
+            )
+            self.no_masks[entry.path] = reason
+            log.warning("skipping %s: %s", entry.path, reason)
+            return None
+        return dataclasses.replace(entry, mask=str(mask), sketch=str(sketch))
+
+    def _read_sidecars(self, entry: FolderEntry, idx: np.ndarray, size_hw: tuple[int, int]):
+        """(masks uint8 (T, H, W) in {0, 255} at the clip's frames, sketch uint8 (1, H, W)) at the source size."""
+        assert entry.mask is not None and entry.sketch is not None
+        if pathlib.Path(entry.mask).suffix.lower() in IMAGE_EXTENSIONS:
+            masks = np.repeat(_read_plane(entry.mask)[None], len(idx), axis=0)
+        else:
+            frames, _ = video_io.read_video(
+                entry.mask
+            )  # masks are small: the whole file, then the clip's frames
+            masks = frames.mean(axis=-1)[np.clip(idx, 0, len(frames) - 1)]
+        masks = np.where(masks >= 128, 255, 0).astype(np.uint8)
+        sketch = sketch_lines(_read_plane(entry.sketch))[None]
+        for what, path, plane in (("mask", entry.mask, masks), ("sketch", entry.sketch, sketch)):
+            if plane.shape[1:] != tuple(size_hw):
+                raise video_io.VideoReadError(
+                    entry.path,
+                    f"its {what} {path} is {plane.shape[2]}x{plane.shape[1]}, the video {size_hw[1]}x{size_hw[0]}: "
+                    "give sidecars of the video's size",
+                )
+        return masks, sketch
 
     def _source_frames_needed(self, source_fps: float) -> int:
         step = 1.0 if not self.fps else source_fps / self.fps
@@ -378,6 +479,7 @@ class VideoFolder:
             "data/videos": float(len(self.entries)),
             "data/captions_refused": float(len(self.captions_refused)),
             "data/captions_missing": float(len(self.captions_missing)),
+            "data/no_masks": float(len(self.no_masks)),
         }
 
     def _load(self, entry: FolderEntry, rng: np.random.Generator | None) -> dict[str, Any]:
@@ -397,15 +499,26 @@ class VideoFolder:
             source, idx = source[idx[0] : idx[-1] + 1], idx
         # The container's frame count is an estimate: clamp to what was actually decoded.
         video = source[np.clip(idx - idx[0], 0, len(source) - 1)]
-        video = resize_and_crop(video, self.size, rng=rng)
-        if self.flip and rng is not None and rng.random() < 0.5:
-            video = video[:, :, ::-1]
-        return {
-            "video": np.ascontiguousarray(video),
+        if self.with_masks:
+            masks, sketch = self._read_sidecars(entry, idx, video.shape[1:3])
+            video, masks, sketch = resize_and_crop(video, self.size, rng=rng, planes=(masks, sketch))
+        else:
+            video = resize_and_crop(video, self.size, rng=rng)
+        flip = self.flip and rng is not None and rng.random() < 0.5
+        clip = {
+            "video": np.ascontiguousarray(video[:, :, ::-1] if flip else video),
             "caption": entry.caption,
             "fps": float(self.fps or fps),
             "path": entry.path,
         }
+        if (
+            self.with_masks
+        ):  # bilinear-resized: a mask pixel is in at >= 128, a thin sketch line kept at >= 64
+            if flip:
+                masks, sketch = masks[:, :, ::-1], sketch[:, :, ::-1]
+            clip["masks"] = np.ascontiguousarray(masks >= 128)
+            clip["sketch"] = np.where(sketch[0] >= 64, 255, 0).astype(np.uint8)
+        return clip
 
     def get(self, index: int, key: int | None = None) -> dict[str, Any]:
         """Clip of video `index % len(self)`; random choices seeded by (seed, index, key) when random_crop.

@@ -166,11 +166,9 @@ def load_mask(spec: str, frames: int, size_hw: tuple[int, int]) -> np.ndarray:
 def load_sketch(path: str, size_hw: tuple[int, int]) -> np.ndarray:
     """uint8 (H, W) in {0, 255}, 255 = line, resized (nearest) to the video's size. A sketch drawn dark on
     light is inverted (lines are the minority of pixels)."""
-    image = _resize(_read_image(path, "--sketch"), size_hw)
-    lines = image >= 128
-    if lines.mean() > 0.5:
-        lines = ~lines
-    return lines.astype(np.uint8) * 255
+    from motionaura_jax.data.video_folder import sketch_lines
+
+    return sketch_lines(_resize(_read_image(path, "--sketch"), size_hw))
 
 
 def load_inputs(video: str, mask: str, sketch: str) -> InpaintInputs:

@@ -109,7 +109,8 @@ def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int):
         if "masks" not in clips[0] or "sketch" not in clips[0]:
             raise ValueError(
                 "inpaint data need per-frame object masks and a sketch per clip: use data.source=synthetic "
-                "(Moving Shapes) or a tfds dataset built with masks, with data.with_masks=True"
+                "(Moving Shapes), a folder whose videos have clip.mask.mp4/.png and clip.sketch.png sidecars, or a "
+                "tfds dataset built with masks, with data.with_masks=True"
             )
         pad = len(video) - len(clips)
         masks = np.stack([c["masks"] for c in clips] + [clips[-1]["masks"]] * pad)
