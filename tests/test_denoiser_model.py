@@ -261,3 +261,33 @@ def test_patched_denoiser_predicts_every_code_from_its_block():
     assert changed[:, 0, :2, :2].all()  # the whole block of the changed code
     with pytest.raises(ValueError, match="not divisible by model.patch_size"):
         forward(tiny(patch_size=(1, 3, 3)), params, inputs)
+
+
+def test_pooled_text_condition_reaches_tokens_without_cross_attention():
+    """text_pool_cond: the masked mean of the text (padding ignored) goes through an MLP into c; with the
+    cross-attention output zeroed the caption still moves the logits, through c alone."""
+    cfg = tiny(text_pool_cond=True)
+    inputs = make_inputs(cfg)
+    ids, t, fps, text, mask = inputs
+    params = random_params(cfg, inputs)
+    assert set(params["text_pool"]) == {"in", "out"} and "text_pool" not in random_params(tiny(), inputs)
+    pooled = den.PooledText(cfg.width)
+    pool_params = {"params": params["text_pool"]}
+    want_mean = (text * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    h = want_mean @ params["text_pool"]["in"]["kernel"] + params["text_pool"]["in"]["bias"]
+    want = jax.nn.silu(h) @ params["text_pool"]["out"]["kernel"] + params["text_pool"]["out"]["bias"]
+    np.testing.assert_allclose(np.asarray(pooled.apply(pool_params, text, mask)), want, rtol=1e-4, atol=1e-4)
+    no_cross = jax.tree_util.tree_map_with_path(
+        lambda path, x: np.zeros_like(x) if "cross" in jax.tree_util.keystr(path) else x, params
+    )
+    logits = np.asarray(forward(cfg, no_cross, inputs))
+    changed = text.copy()
+    changed[:, 0] += 1.0
+    assert np.abs(np.asarray(forward(cfg, no_cross, (ids, t, fps, changed, mask))) - logits).max() > 1e-3
+    plain = tiny()
+    plain_params = {k: v for k, v in no_cross.items() if k != "text_pool"}
+    plain_logits = np.asarray(forward(plain, plain_params, inputs))
+    assert (
+        np.abs(np.asarray(forward(plain, plain_params, (ids, t, fps, changed, mask))) - plain_logits).max()
+        < 1e-5
+    )

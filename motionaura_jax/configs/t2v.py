@@ -55,6 +55,9 @@ def denoiser_config(size: str = "S", **overrides: Any) -> ml_collections.ConfigD
             "scan_layers": True,
             "dtype": "bfloat16" if big else "float32",
             "dropout": 0.0,
+            # The masked mean of the text embeddings, through an MLP, added to the adaLN condition c (beside t
+            # and fps): every token's modulation sees the caption, not only what cross-attention reads.
+            "text_pool_cond": False,
             # Codes per token (t, h, w): (1, 2, 2) reads a 5x8x8 code grid as 5x4x4 tokens.
             "patch_size": (1, 1, 1),
         }

@@ -5,7 +5,8 @@
 ids (B,T',H',W') in [0, K] (K = [MASK]) -> Embed(K+1, D) -> N DiT-style blocks -> LN -> Linear(D, K) logits
 over the K codes (no [MASK] logit), float32 (B,T',H',W',K). With `patch_size` (pt, ph, pw) != (1, 1, 1) a
 token is a block of codes (the concatenated embeddings projected to D; the head predicts all its codes), so
-a finer code grid costs no longer sequence. Each block, with c = MLP(sin t) + MLP(sin fps):
+a finer code grid costs no longer sequence. Each block, with c = MLP(sin t) + MLP(sin fps) (+ MLP(mean text)
+with `text_pool_cond`):
 
     [mixer]  x += g_m · Mixer(modulate(LN x))        fnet_mix / global_filter modes only
     self     x += g_1 · SelfAttn(modulate(LN x))     3D RoPE; spectral (qkv_fft2) or plain core; in the
@@ -56,6 +57,7 @@ REQUIRED_FIELDS = (
     "dtype",
     "dropout",
     "patch_size",
+    "text_pool_cond",
 )
 
 
@@ -215,6 +217,24 @@ class SegmentEmbeddings(nn.Module):
 SEGMENTS = ("target", "context", "sketch")
 
 
+class PooledText(nn.Module):
+    """MLP(masked mean of the text embeddings): the caption as one vector for the adaLN condition. An all-False
+    mask (the unconditional branch of guidance) gives the MLP of zeros, a learned constant."""
+
+    width: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, text_bld: jax.Array, text_mask_bl: jax.Array) -> jax.Array:
+        keep = text_mask_bl[:, :, None].astype(jnp.float32)
+        pooled = (text_bld.astype(jnp.float32) * keep).sum(1) / jnp.maximum(keep.sum(1), 1.0)
+        kernel = attn.TRANSFORMER_KERNEL_INIT
+        h = layers.dense(self.width, (None, "embed"), "in", dtype=self.dtype, kernel_init=kernel)(pooled)
+        return layers.dense(self.width, ("mlp", "embed"), "out", dtype=self.dtype, kernel_init=kernel)(
+            nn.silu(h)
+        )
+
+
 class SpectralDenoiser(nn.Module):
     """p̃(z_0 | z_t, t, fps, text) as logits over the K codes; see the module docstring.
 
@@ -343,6 +363,8 @@ class SpectralDenoiser(nn.Module):
         text = constrain(text, attn.TOKENS)
 
         c = attn.ConditionEmbedding(width, dtype=dtype, name="cond")(t_b, fps_b)
+        if cfg.text_pool_cond:
+            c = c + PooledText(width, dtype=dtype, name="text_pool")(text_bld, text_mask_bl)
 
         block_cls = DenoiserBlock
         if cfg.remat:
