@@ -80,7 +80,7 @@ def test_token_cache_build_resume_and_iterator(tokenizer_dir, tmp_path):
         np.testing.assert_array_equal(got[key], expected[key])
 
 
-def test_train_then_sample(tokenizer_dir, tmp_path):
+def test_train_then_sample(tokenizer_dir, tmp_path, capsys):
     from motionaura_jax.commands import sample
     from motionaura_jax.train import loop
 
@@ -132,4 +132,13 @@ def test_train_then_sample(tokenizer_dir, tmp_path):
     with np.load(tmp_path / "conf" / "ids.npz") as f:
         assert f["ids"].shape == (2, 2, 4, 4) and f["ids"].min() >= 0 and f["ids"].max() < 32
     assert (tmp_path / "conf" / "clip_1.mp4").is_file()
+    # --warmup: one untimed generation first; the timed one gives the same clips (same seed) and its speed.
+    capsys.readouterr()
+    args[-3] = f"--out={tmp_path / 'warm' / 'clip.mp4'}"
+    assert sample.main(args + ["--warmup", f"--tokens={tmp_path / 'warm' / 'ids.npz'}"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("generated"))
+    assert line.startswith("generated 2 clips (confidence, 5 steps) in ") and "compilation" not in line
+    assert float(line.split(": ")[1].split(" clips/s")[0]) > 0
+    with np.load(tmp_path / "conf" / "ids.npz") as f, np.load(tmp_path / "warm" / "ids.npz") as g:
+        np.testing.assert_array_equal(f["ids"], g["ids"])
     assert sample.main([f"--ckpt={tmp_path}", "--prompt", "x", f"--out={out}"]) == 2  # not a workdir

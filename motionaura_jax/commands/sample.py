@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from motionaura_jax import paths
 
@@ -63,6 +64,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--tokenizer", default="", help="tokenizer workdir (default: the one it was trained on)"
     )
     parser.add_argument("--tokens", default="", help="also write the code ids to this .npz")
+    parser.add_argument(
+        "--warmup",
+        action="store_true",
+        help="generate once untimed first (compiles), so the reported clips/s is the steady-state speed",
+    )
     return parser.parse_args(argv)
 
 
@@ -126,16 +132,30 @@ def main(argv: list[str]) -> int:
     guidance = None if guidance is not None and guidance < 0 else guidance
     fps = args.fps or float(s.fps)
     prompts = [p for p in args.prompt for _ in range(args.num)]
-    ids = generator.tokens(
-        prompts,
-        num_steps=args.steps or int(s.num_steps),
-        guidance_scale=guidance,
-        temperature=args.temperature or float(s.temperature),
-        fps=fps,
-        seed=args.seed,
-        **options,
+    num_steps = args.steps or int(s.num_steps)
+
+    def generate():
+        ids = generator.tokens(
+            prompts,
+            num_steps=num_steps,
+            guidance_scale=guidance,
+            temperature=args.temperature or float(s.temperature),
+            fps=fps,
+            seed=args.seed,
+            **options,
+        )
+        ids = np.asarray(ids)  # waits for the device
+        return ids, generator.decode(ids)
+
+    if args.warmup:
+        generate()
+    start = time.perf_counter()
+    ids, videos = generate()
+    seconds = time.perf_counter() - start
+    print(
+        f"generated {len(prompts)} clips ({s.method}, {num_steps} steps) in {seconds:.2f} s: "
+        f"{len(prompts) / seconds:.2f} clips/s{'' if args.warmup else ' (compilation included; --warmup excludes it)'}"
     )
-    videos = generator.decode(ids)
     single = len(prompts) == 1
     outputs = [out if single else out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(prompts))]
     for path, video, prompt in zip(outputs, videos, prompts, strict=True):
