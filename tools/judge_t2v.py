@@ -8,7 +8,7 @@ Prompts and judging are `motionaura eval t2v --ckpt`'s (eval/t2v.py: judge_capti
 same for every variant; each video is judged in memory (uint8 frames, no codec). Per split: all_correct (colour, shape, direction and object count right), colour, shape,
 direction, count_correct, visible_all_frames (share of clips with at least one detected object in every
 frame) and first_frame_visible. Variant keys: method, num_steps, guidance_scale (-1: off), temperature,
-temperature_end, mask_curve, choice_temperature, fps; missing keys come from the run's config.sample.
+temperature_end, mask_curve, choice_temperature, frame_order, fps; missing keys come from the run's config.sample.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ KEYS = {
     "temperature_end": float,
     "mask_curve": str,
     "choice_temperature": float,
+    "frame_order": float,
     "fps": float,
 }
 
@@ -43,9 +44,11 @@ def parse_variant(text: str) -> dict:
 def run_variant(generator, settings: dict, captions: dict[str, list[str]], batch: int, seed: int):
     from motionaura_jax.eval.t2v import generate_and_judge
 
-    options = {k: settings[k] for k in ("method", "temperature_end", "mask_curve", "choice_temperature")}
+    confidence_only = ("mask_curve", "choice_temperature", "frame_order")
+    options = {k: settings[k] for k in ("method", "temperature_end", *confidence_only)}
     if options["method"] != "confidence":
-        options.pop("mask_curve"), options.pop("choice_temperature")
+        for key in confidence_only:
+            options.pop(key)
     if not options["temperature_end"] or options["temperature_end"] <= 0:
         options["temperature_end"] = None
     guidance = settings["guidance_scale"]
@@ -90,6 +93,7 @@ def main(argv: list[str]) -> int:
         "temperature_end": float(s.temperature_end),
         "mask_curve": s.mask_curve,
         "choice_temperature": float(s.choice_temperature),
+        "frame_order": float(s.frame_order),
         "fps": float(s.fps),
     }
     variants = args.variant or [["config", ""]]

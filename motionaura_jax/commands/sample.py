@@ -5,7 +5,7 @@ classifier-free guidance --guidance, --temperature) → the frozen tokenizer's d
 contact sheet next to it (same stem). Several --prompt flags, or --num > 1, write one video per sample with a
 `_<i>` suffix, plus captions.jsonl (the format `motionaura eval t2v` reads). --tokens also saves the code ids.
 --guidance=-1 turns guidance off (one conditional pass per step). --method=confidence decodes in MaskGIT's
-confidence order instead of the posterior chain (absorbing diffusion only; --mask_curve, --choice_temperature);
+confidence order instead of the posterior chain (absorbing diffusion only; --mask_curve, --choice_temperature, --frame_order);
 --temperature_end ramps the temperature linearly over the steps.
 """
 
@@ -59,6 +59,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=None,
         help="confidence: Gumbel noise on the choice, annealed",
+    )
+    parser.add_argument(
+        "--frame_order",
+        type=float,
+        default=None,
+        help="confidence: > 0 reveals earlier latent frames first (large: frame by frame)",
     )
     parser.add_argument(
         "--tokenizer", default="", help="tokenizer workdir (default: the one it was trained on)"
@@ -118,7 +124,7 @@ def main(argv: list[str]) -> int:
         return 2
     s = config.sample
     with s.unlocked():
-        for key in ("method", "temperature_end", "mask_curve", "choice_temperature"):
+        for key in ("method", "temperature_end", "mask_curve", "choice_temperature", "frame_order"):
             if getattr(args, key) is not None:
                 s[key] = getattr(args, key)
     from motionaura_jax.diffusion.sampler import options_from_config

@@ -126,6 +126,7 @@ def get_config() -> ml_collections.ConfigDict:
             temperature_end=0.0,  # > 0: the temperature ramps linearly to this over the steps
             mask_curve="cosine",  # confidence: how many stay masked after each step ("linear", "diffusion")
             choice_temperature=4.5,  # confidence: MaskGIT's annealed Gumbel noise on the choice
+            frame_order=0.0,  # confidence: > 0 reveals earlier latent frames first (diffusion/sampler.py)
         )
     )
     config.eval = ml_collections.ConfigDict(dict(num_videos=16, batch_size=8))

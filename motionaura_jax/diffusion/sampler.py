@@ -282,12 +282,15 @@ def sample_tokens_confidence(
     temperature_end: float | None = None,
     mask_curve: str = "cosine",
     choice_temperature: float = 4.5,
+    frame_order: float = 0.0,
     null_text_bld: jax.Array | None = None,
     null_text_mask_bl: jax.Array | None = None,
 ) -> jax.Array:
     """MaskGIT decoding from all-[MASK]: code ids (B, T', H', W') int32 in [0, K). Jittable like
     `sample_tokens`. num_steps defaults to min(T, number of tokens); choice_temperature = 0 keeps the
-    plainly most probable candidates (no noise in the choice)."""
+    plainly most probable candidates (no noise in the choice). `frame_order` > 0 lowers each position's
+    choice score by frame_order x its latent frame index, so earlier frames are revealed first (large values:
+    frame by frame, each later frame drawn given the earlier ones)."""
     if not schedule.absorbing:
         raise ValueError(
             'the confidence sampler needs diffusion.kind="absorbing" (a mask-and-replace denoiser expects '
@@ -306,6 +309,8 @@ def sample_tokens_confidence(
         denoise_fn, text_bld, text_mask_bl, fps_b, guidance_scale, null_text_bld, null_text_mask_bl
     )
     mask_id = schedule.num_codes
+    frame_of = np.repeat(np.arange(grid[0]), int(np.prod(grid[1:])))  # latent frame of each flat position
+    order_penalty = jnp.asarray(float(frame_order) * frame_of, jnp.float32)
 
     def body(i: jax.Array, state: SamplerState) -> SamplerState:
         ids = state.ids
@@ -317,6 +322,7 @@ def sample_tokens_confidence(
         masked = flat == mask_id
         confidence = jnp.take_along_axis(log_p, drawn[..., None], axis=-1)[..., 0]
         confidence = confidence + noise_scale[i] * jax.random.gumbel(rng_choice, confidence.shape)
+        confidence = confidence - order_penalty
         confidence = jnp.where(masked, confidence, jnp.inf)  # revealed positions are never masked again
         # Rank per example (0 = least confident); the counts[i] least confident stay [MASK], exactly.
         rank = jnp.argsort(jnp.argsort(confidence, axis=-1), axis=-1)
@@ -331,10 +337,12 @@ def sample_tokens_confidence(
 
 def sample(method: str, *args, **kwargs) -> jax.Array:
     """`sample_tokens` (method "posterior") or `sample_tokens_confidence` ("confidence"), same arguments;
-    options only one of them knows (mask_curve, choice_temperature; init_ids) are dropped for the other."""
+    options only one of them knows (mask_curve, choice_temperature, frame_order; init_ids) are dropped for the
+    other."""
     if method == "posterior":
         kwargs.pop("mask_curve", None)
         kwargs.pop("choice_temperature", None)
+        kwargs.pop("frame_order", None)
         return sample_tokens(*args, **kwargs)
     if method == "confidence":
         if kwargs.pop("init_ids", None) is not None:
@@ -355,4 +363,5 @@ def options_from_config(sample_cfg) -> dict:
     if method == "confidence":
         options["mask_curve"] = sample_cfg.mask_curve
         options["choice_temperature"] = float(sample_cfg.choice_temperature)
+        options["frame_order"] = float(sample_cfg.frame_order)
     return options
