@@ -19,6 +19,7 @@
 | quickstart_nofft | as quickstart                           | absorbing        | plain attention (FFT ablation) | 2000 |
 | quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 2000 |
 | quickstart_fine  | 4096 17x32² | 5x8x8 codes as 5x4x4 tokens (patch 1x2x2) | as quickstart | absorbing | qkv_fft2 | 2000 |
+| shapes64         | 4096 17x64² | 5x8x8 codes of vae.py:shapes64 (K=4096) as 5x4x4 tokens | as quickstart | absorbing | qkv_fft2 | 2000 |
 
 tiny: the smallest run, on the tokens of a vae.py:tiny run (4x4x4 compression, K=32), in seconds; MiniLM
 text at 16 tokens.
@@ -48,6 +49,11 @@ finer codes are not the default: a tokenizer that keeps the shape is not yet a g
 draw the shape on.
     motionaura train --config=experiments/vae.py:quickstart_fine --workdir=runs/quickstart_fine/vae
     motionaura train --config=experiments/t2v.py:quickstart_fine --workdir=runs/quickstart_fine/t2v
+
+shapes64: the 64x64 experiment, on the tokens of vae.py:shapes64 (17x64x64 -> 5x8x8 codes of K=4096, 42.5
+minutes on 2 cores), each token a 1x2x2 block of codes as in quickstart_fine:
+    motionaura train --config=experiments/vae.py:shapes64 --workdir=runs/vae_shapes64
+    motionaura train --config=experiments/t2v.py:shapes64 --workdir=runs/t2v_shapes64
 """
 
 from motionaura_jax.configs import override, t2v
@@ -116,6 +122,12 @@ RUNS = {
         model=dict(_QUICKSTART["model"], patch_size=(1, 2, 2)),
         data=dict(_QUICKSTART["data"], num_clips=4096),
         tokens=dict(_QUICKSTART["tokens"], tokenizer_workdir="runs/quickstart_fine/vae"),
+    ),
+    "shapes64": dict(
+        _QUICKSTART,
+        model=dict(_QUICKSTART["model"], patch_size=(1, 2, 2)),
+        data=dict(_QUICKSTART["data"], size=64, num_clips=4096),
+        tokens=dict(_QUICKSTART["tokens"], tokenizer_workdir="runs/vae_shapes64"),
     ),
     "L": _L,
 }

@@ -24,6 +24,7 @@ T2V_RUNS = (
     "quickstart_nofft",
     "quickstart_filter3d",
     "quickstart_fine",
+    "shapes64",
 )
 
 
