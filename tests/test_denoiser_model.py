@@ -291,3 +291,29 @@ def test_pooled_text_condition_reaches_tokens_without_cross_attention():
         np.abs(np.asarray(forward(plain, plain_params, (ids, t, fps, changed, mask))) - plain_logits).max()
         < 1e-5
     )
+
+
+@pytest.mark.parametrize("mode", ["qkv_fft2", "none"])
+def test_chunked_self_attention_equals_whole_with_less_memory(mode):
+    """model.attention_chunk: the same logits and gradients (chunks that do not divide the rows included),
+    and the compiled backward pass keeps less temporary memory than with the whole L x L map."""
+    grid = (4, 8, 8)  # 256 tokens: 129 query frequencies (qkv_fft2) or 256 rows, chunked by 48
+    whole, chunked = tiny(mode), tiny(mode, attention_chunk=48)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, whole.vocab_size + 1, size=(2, *grid)).astype(np.int32)
+    _, t, fps, text, mask = make_inputs(whole, batch=2)
+    inputs = (ids, t, fps, text, mask)
+    params = randomize(jax.jit(den.SpectralDenoiser(whole).init)(jax.random.key(0), *inputs)["params"])
+
+    def loss(cfg):
+        return lambda p: (den.SpectralDenoiser(cfg).apply({"params": p}, *inputs) ** 2).mean()
+
+    (a, ga), (b, gb) = (jax.jit(jax.value_and_grad(loss(c)))(params) for c in (whole, chunked))
+    np.testing.assert_allclose(float(b), float(a), rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-6)
+    temp = [
+        jax.jit(jax.grad(loss(c))).lower(params).compile().memory_analysis().temp_size_in_bytes
+        for c in (whole, chunked)
+    ]
+    assert temp[1] < 0.8 * temp[0], temp

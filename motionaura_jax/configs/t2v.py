@@ -58,6 +58,9 @@ def denoiser_config(size: str = "S", **overrides: Any) -> ml_collections.ConfigD
             # The masked mean of the text embeddings, through an MLP, added to the adaLN condition c (beside t
             # and fps): every token's modulation sees the caption, not only what cross-attention reads.
             "text_pool_cond": False,
+            # Self-attention query rows per chunk (0: all at once). With chunks, each chunk's logits are
+            # recomputed in the backward pass, so memory grows with tokens x chunk, not tokens^2.
+            "attention_chunk": 0,
             # Codes per token (t, h, w): (1, 2, 2) reads a 5x8x8 code grid as 5x4x4 tokens.
             "patch_size": (1, 1, 1),
         }

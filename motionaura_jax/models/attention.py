@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from motionaura_jax.models import spectral
-from motionaura_jax.models.layers import dense, layer_norm, partitioned
+from motionaura_jax.models.layers import dense, layer_norm, over_query_chunks, partitioned
 from motionaura_jax.parallel.sharding import constrain
 
 Dtype = Any
@@ -178,6 +178,7 @@ class MultiHeadAttention(nn.Module):
     spectral_impl: str = "rfft"  # spectral.QKV_FFT2_IMPLS
     qk_norm: bool = True
     zero_init_out: bool = False
+    query_chunk: int = 0  # > 0: `over_query_chunks` (memory O(chunk x keys) instead of O(L x keys))
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -214,9 +215,13 @@ class MultiHeadAttention(nn.Module):
         if rope_k is not None:
             k = apply_rope(k, rope_k)
         if self.spectral:
-            out = spectral.qkv_fft2_attention(q, k, v, key_mask_bs, dtype=self.dtype, impl=self.spectral_impl)
+            out = spectral.qkv_fft2_attention(
+                q, k, v, key_mask_bs, dtype=self.dtype, impl=self.spectral_impl, query_chunk=self.query_chunk
+            )
         else:
-            out = dot_product_attention(q, k, v, key_mask_bs)
+            out = over_query_chunks(
+                lambda q_rows: dot_product_attention(q_rows, k, v, key_mask_bs), q, self.query_chunk
+            )
         out = constrain(out, HEADS)
         out_init = nn.initializers.zeros if self.zero_init_out else TRANSFORMER_KERNEL_INIT
         out = nn.DenseGeneral(

@@ -58,6 +58,7 @@ REQUIRED_FIELDS = (
     "dropout",
     "patch_size",
     "text_pool_cond",
+    "attention_chunk",
 )
 
 
@@ -139,9 +140,9 @@ class DenoiserBlock(nn.Module):
             rope = attn.video_rope(cfg.rope, self.grid_thw, head_dim, cfg.rope_theta)
             if rope is not None and (self.num_grids > 1 or self.num_extra):
                 rope = self._sequence_rope(rope)
-            y = attn.MultiHeadAttention(spectral=mode == "qkv_fft2", name="self_attn", **mha)(
-                norm("norm_attn", x_bld, shift_attn, scale_attn), rope_q=rope, rope_k=rope
-            )
+            y = attn.MultiHeadAttention(
+                spectral=mode == "qkv_fft2", query_chunk=int(cfg.attention_chunk), name="self_attn", **mha
+            )(norm("norm_attn", x_bld, shift_attn, scale_attn), rope_q=rope, rope_k=rope)
         x_bld = x_bld + gate_attn * dropout(y, deterministic=self.deterministic)
 
         cross_spectral = mode == "qkv_fft2" and cfg.cross_fft

@@ -21,7 +21,7 @@ conv), which is exact as a conv and fast everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -333,3 +333,18 @@ class PatchUpsample(nn.Module):
             if first:
                 y = y[:, s - 1 :]
         return depth_to_space(y, p)
+
+
+def over_query_chunks(fn: Callable[[jax.Array], jax.Array], q_blhd: jax.Array, chunk: int) -> jax.Array:
+    """fn(q) computed `chunk` query rows at a time (zero-padded to a multiple), each chunk rematerialised in
+    the backward pass: only one chunk's (chunk x keys) logits exist at once instead of the whole L x S map.
+    `fn` maps (B, rows, H, Dh) queries to (B, rows, H, Dv) outputs row by row (attention does); chunk 0 or
+    >= L calls it once."""
+    batch, rows = q_blhd.shape[:2]
+    if not chunk or rows <= chunk:
+        return fn(q_blhd)
+    pad = -rows % chunk
+    q = jnp.pad(q_blhd, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    q_nbchd = q.reshape(batch, -1, chunk, *q.shape[2:]).swapaxes(0, 1)
+    out = jax.lax.map(jax.checkpoint(fn), q_nbchd)
+    return out.swapaxes(0, 1).reshape(batch, rows + pad, *out.shape[3:])[:, :rows]

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from motionaura_jax.models.layers import over_query_chunks
 from motionaura_jax.parallel import sharding as sharding_lib
 
 SPECTRAL_MODES = ("qkv_fft2", "fnet_mix", "global_filter", "filter3d", "none")
@@ -95,8 +96,17 @@ def _real_imag(xf: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.concatenate([xf.real, xf.imag], axis=-1).astype(dtype)
 
 
-def _spectral_softmax_attention(q_ri, k_ri, v_ri, head_dim: int, dtype: jnp.dtype) -> jax.Array:
-    """softmax(Re(q̂ k̂ᴴ)/√Dh) · v̂ on [Re, Im] stacks; returns the complex (B, rows, H, Dh) result."""
+def _spectral_softmax_attention(
+    q_ri, k_ri, v_ri, head_dim: int, dtype: jnp.dtype, query_chunk: int = 0
+) -> jax.Array:
+    """softmax(Re(q̂ k̂ᴴ)/√Dh) · v̂ on [Re, Im] stacks; returns the complex (B, rows, H, Dh) result. The
+    softmax is over keys, so query rows are independent: `query_chunk` > 0 computes them in rematerialised
+    chunks (layers.over_query_chunks)."""
+    if query_chunk:
+        rows = functools.partial(
+            _spectral_softmax_attention, k_ri=k_ri, v_ri=v_ri, head_dim=head_dim, dtype=dtype
+        )
+        return over_query_chunks(rows, q_ri, query_chunk)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q_ri, k_ri, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(logits / math.sqrt(head_dim), axis=-1)
     # A is real, so A·v̂ = A·Re(v̂) + i·A·Im(v̂): again one real matmul over [Re, Im].
@@ -111,8 +121,12 @@ def _qkv_fft2_local(
     key_mask_bs: jax.Array | None,
     compute_dtype: jnp.dtype,
     impl: str = "rfft",
+    query_chunk: int = 0,
 ) -> jax.Array:
     head_dim, length = q_blhd.shape[-1], q_blhd.shape[1]
+    attend = functools.partial(
+        _spectral_softmax_attention, head_dim=head_dim, dtype=compute_dtype, query_chunk=query_chunk
+    )
     if key_mask_bs is not None:
         # Padded keys are zeroed before the token-axis FFT, so their values cannot reach any frequency.
         keep = key_mask_bs[:, :, None, None]
@@ -121,9 +135,7 @@ def _qkv_fft2_local(
     q32, k32, v32 = (x.astype(jnp.float32) for x in (q_blhd, k_bshd, v_bshd))
     if impl == "fft2":  # the formula as written
         q_hat, k_hat, v_hat = (jnp.fft.fft2(x, axes=(1, 3), norm="ortho") for x in (q32, k32, v32))
-        o_hat = _spectral_softmax_attention(
-            *(_real_imag(x, compute_dtype) for x in (q_hat, k_hat, v_hat)), head_dim, compute_dtype
-        )
+        o_hat = attend(*(_real_imag(x, compute_dtype) for x in (q_hat, k_hat, v_hat)))
         return jnp.fft.ifft2(o_hat, axes=(1, 3), norm="ortho").real.astype(compute_dtype)
     if impl != "rfft":
         raise ValueError(f"unknown qkv_fft2 impl {impl!r}; use one of {QKV_FFT2_IMPLS}")
@@ -136,9 +148,7 @@ def _qkv_fft2_local(
     q_hat = jnp.fft.rfft(q32, axis=1, norm="ortho")  # (B, L//2+1, H, Dh)
     k_hat = jnp.fft.fft(k32, axis=1, norm="ortho")
     v_hat = jnp.fft.fft(v32, axis=1, norm="ortho")
-    o_hat = _spectral_softmax_attention(
-        *(_real_imag(x, compute_dtype) for x in (q_hat, k_hat, v_hat)), head_dim, compute_dtype
-    )
+    o_hat = attend(*(_real_imag(x, compute_dtype) for x in (q_hat, k_hat, v_hat)))
     return jnp.fft.irfft(o_hat, n=length, axis=1, norm="ortho").astype(compute_dtype)
 
 
@@ -150,6 +160,7 @@ def qkv_fft2_attention(
     *,
     dtype: jnp.dtype | None = None,
     impl: str = "rfft",
+    query_chunk: int = 0,
 ) -> jax.Array:
     """Spectral attention (B,L,H,Dh) x (B,S,H,Dh) -> (B,L,H,Dh) in `dtype` (default q's dtype).
 
@@ -158,9 +169,13 @@ def qkv_fft2_attention(
     FFT, so padded tokens' values never change the result; an all-False row gives zero output.
     `impl="fft2"` computes the formula literally; the default "rfft" is the same operator (exactly, see
     `_qkv_fft2_local`) with half the query rows, i.e. the FLOPs and memory of plain attention.
+    `query_chunk` > 0 computes the query frequencies that many at a time, rematerialised in the backward
+    pass, so the (rows x keys) probabilities never exist whole (the same result).
     """
     compute_dtype = jnp.dtype(dtype or q_blhd.dtype)
-    local = functools.partial(_qkv_fft2_local, compute_dtype=compute_dtype, impl=impl)
+    local = functools.partial(
+        _qkv_fft2_local, compute_dtype=compute_dtype, impl=impl, query_chunk=query_chunk
+    )
     mesh = sharding_lib.active_mesh()
     if mesh is None:
         return local(q_blhd, k_bshd, v_bshd, key_mask_bs)
