@@ -70,6 +70,7 @@ class DenoiserBench:
     rounds: int = 3
     warmup: int = 1
     mem_limit_gb: float = 12.0
+    attention_chunk: int = 0  # ours: self-attention query rows per chunk (model.attention_chunk; 0: whole)
 
     def __post_init__(self) -> None:
         if self.heads < 1 or self.width % self.heads or (self.width // self.heads) % 2:
@@ -115,6 +116,7 @@ def _ours(mode: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[
         text_dim=bench.width,
         remat=False,
         dtype="float32",
+        attention_chunk=bench.attention_chunk,
     )
     rng = np.random.default_rng(0)
     b = bench.batch
@@ -452,7 +454,8 @@ def format_table(results: dict[str, Any]) -> str:
         f"denoiser fwd+bwd, float32, batch {s['batch']}: width {s['width']}, depth {s['depth']}, heads "
         f"{s['heads']}, MLP 4x, text {s['text_len']} tokens; median of {s['rounds']} alternating rounds; "
         f"threads {results['threads']} (of {results['cpu_count']} CPUs), worker memory limit "
-        f"{s['mem_limit_gb']:g} GB, load average {load}",
+        f"{s['mem_limit_gb']:g} GB, self-attention query chunk {s['attention_chunk'] or 'none'}, load average "
+        f"{load}",
         "",
         "| grid | tokens | model | median s | min s | peer / ours | GFLOP/step | GFLOP/s | of peak | "
         "peak RSS GB | status |",

@@ -103,6 +103,7 @@ def _denoiser(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--mem-limit-gb", type=float, help="address-space limit of each worker; 0: none")
+    parser.add_argument("--attention-chunk", type=int, help="ours: self-attention query rows per chunk")
     parser.add_argument(
         "--in-process", dest="isolate", action="store_false", help="no worker processes (no memory figures)"
     )
