@@ -165,3 +165,20 @@ def test_corrupt_metadata_is_not_silently_used(tmp_path, bad):
     # config, and not just any crash (an unrelated bug would pass `pytest.raises(Exception)`).
     with pytest.raises(json.JSONDecodeError):
         loop.restore_state(workdir)
+
+
+def test_time_limit_saves_and_stops_then_resumes(tmp_path):
+    """train.time_limit_min: the run stops itself once the invocation has run that long, saving the step it
+    reached (resumable, not counted as preempted); without the limit the same command carries on to the end."""
+    workdir = tmp_path / "run"
+    limited = loop.train(
+        tiny_config(
+            **{"train.steps": 1000, "train.ckpt_every": 0, "data.delay_s": 0.2, "train.time_limit_min": 0.05}
+        ),
+        workdir,
+    )
+    assert limited.out_of_time and not limited.preempted and 0 < limited.step < 1000
+    assert committed_steps(workdir) == [limited.step]
+    assert read_metrics(workdir)[-1]["step"] == limited.step
+    resumed = loop.train(tiny_config(**{"train.steps": limited.step + 2, "train.ckpt_every": 0}), workdir)
+    assert resumed.step == limited.step + 2 and not resumed.out_of_time

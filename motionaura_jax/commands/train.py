@@ -74,6 +74,7 @@ def main(argv: list[str]) -> int:
     print(
         f"done: step {result.step}"
         + (" (preempted)" if result.preempted else "")
+        + (" (time limit)" if result.out_of_time else "")
         + "".join(f" {k}={v:.5g}" for k, v in result.last_metrics.items() if k in ("loss", "steps_per_sec"))
     )
     return 0

@@ -32,6 +32,9 @@ def get_config(task: str) -> ml_collections.ConfigDict:
             # Asynchronous saves overlap training; a kill during one loses it, so up to ckpt_every + the steps run
             # while it was in flight are redone. False: each save is committed before the next step.
             async_checkpoint=True,
+            # > 0: stop (saving, resumable, like a preemption) once this invocation has run this many minutes,
+            # compilation and hooks included: runs compared at equal wall time.
+            time_limit_min=0.0,
             eval_every=0,
             sample_every=0,  # 0 = only never (eval/sample hooks of the task)
             profile_start=-1,

@@ -53,6 +53,7 @@ class TrainResult:
     step: int
     last_metrics: dict[str, float]
     preempted: bool = False
+    out_of_time: bool = False  # stopped by train.time_limit_min
 
 
 @dataclasses.dataclass
@@ -220,6 +221,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
 
     The workdir is probed first (`paths.probe_workdir`): one that cannot be written fails here with
     `paths.WorkdirError`, before anything is built."""
+    invocation_start = time.perf_counter()  # train.time_limit_min counts from here
     workdir = paths.probe_workdir(workdir)
     _check_previous_task(workdir, str(config.task))
     tcfg = config.train
@@ -303,7 +305,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     skipped = int((restored.meta if restored is not None else {}).get("nonfinite_skipped", 0))
     last_saved = start_step if restored is not None else -1
     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
-    preempted = False
+    preempted = out_of_time = False
+    time_limit_s = 60.0 * float(tcfg.time_limit_min)
     bar = tqdm(
         total=total_steps, initial=start_step, disable=not is_main, desc=config.task, dynamic_ncols=True
     )
@@ -331,7 +334,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
 
                 # Read the flag once: a SIGTERM landing during logging or hooks below is handled after the next step,
                 # never announced as saved without a save.
-                stop_requested = preemption.requested
+                over_time = time_limit_s > 0 and time.perf_counter() - invocation_start > time_limit_s
+                stop_requested = preemption.requested or over_time
                 save_now = (
                     (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps or stop_requested
                 )
@@ -411,8 +415,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
                     )
                     last_saved = step
                 if stop_requested:
-                    preempted = True
-                    msg = f"SIGTERM received: saved checkpoint at step {step} in {checkpointer.directory}; exiting."
+                    preempted, out_of_time = not over_time, over_time
+                    reason = (
+                        f"train.time_limit_min={tcfg.time_limit_min:g} reached"
+                        if over_time
+                        else "SIGTERM received"
+                    )
+                    msg = f"{reason}: saved checkpoint at step {step} in {checkpointer.directory}; exiting."
                     log.warning(msg)
                     print(msg, flush=True)
                     break
@@ -431,7 +440,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     finally:
         if profiling:
             _stop_profile(workdir, profile_folder)
-    return TrainResult(state=state, step=step, last_metrics=last_metrics, preempted=preempted)
+    return TrainResult(
+        state=state, step=step, last_metrics=last_metrics, preempted=preempted, out_of_time=out_of_time
+    )
 
 
 def restore_state(
