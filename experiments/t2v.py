@@ -14,7 +14,7 @@
 |------------------|----------|---------|-------------------------------------|------------------|-----------|-------|
 | tiny             | 64 5x16² | 2x4x4   | 32, 2, 4, 2.0                       | absorbing, T=20  | qkv_fft2  | 3     |
 | tiny_mar         | as tiny                                 | mask-and-replace, T=20  | qkv_fft2  | 3     |
-| quickstart       | 2048 17x32² | 5x4x4 | 128, 4, 4, 4.0                      | absorbing, T=100 | qkv_fft2  | 2000  |
+| quickstart       | 2048 17x32² | 5x4x4 | 128, 4, 4, 4.0; pooled text in adaLN | absorbing, T=100 | qkv_fft2  | 2000  |
 | quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's) | qkv_fft2 | 2000 |
 | quickstart_nofft | as quickstart                           | absorbing        | plain attention (FFT ablation) | 2000 |
 | quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 2000 |
@@ -68,7 +68,9 @@ _TINY = dict(
     eval=dict(num_videos=2, batch_size=2),
 )
 _QUICKSTART = dict(
-    model=dict(width=128, depth=4, heads=4, mlp_ratio=4.0),
+    # text_pool_cond: the caption's mean embedding also drives the adaLN modulation (quickstart_fine: fully
+    # correct 32.8% / 34.4% -> 43.8% / 46.9%, seen / held-out).
+    model=dict(width=128, depth=4, heads=4, mlp_ratio=4.0, text_pool_cond=True),
     data=dict(source="synthetic", frames=17, size=32, num_clips=2048),
     tokens=dict(tokenizer_workdir="runs/quickstart/vae", text_max_length=16, shard_size=512, batch_size=32),
     train=dict(
