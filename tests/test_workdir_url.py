@@ -322,7 +322,7 @@ def test_pod_command_workdir_reaches_epath_and_the_probe_unmangled(memory_gcs, m
 
 
 class _Done:
-    step, preempted, last_metrics = 0, False, {}
+    step, preempted, out_of_time, last_metrics = 0, False, False, {}
 
 
 # -- an unreachable bucket ---------------------------------------------------------------------------------------
