@@ -17,6 +17,10 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from tensorboardX import summary as tb_summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.summary_pb2 import Summary
 
 from motionaura_jax import atomic, paths
 
@@ -52,6 +56,9 @@ class MetricWriter:
     TensorBoard events go straight to `WORKDIR/tensorboard` on a local folder. tensorboardX's own GCS writer
     needs credentials libraries it does not declare (and fails with an AttributeError without them), so for a
     URL the events are written to a local temporary folder and copied to `WORKDIR/tensorboard` on flush.
+    Events are written synchronously (tensorboardX's record writer, not its SummaryWriter): the SummaryWriter
+    hands events to a background thread whose queue its `flush()` does not drain, so a flush could copy up an
+    event file that lacks the last images written.
     """
 
     def __init__(
@@ -68,7 +75,7 @@ class MetricWriter:
         self._append = paths.is_local(self.workdir) if append is None else append
         self._upload_every_s = upload_every_s
         self._last_upload = time.monotonic()
-        self._tb = None
+        self._tb: EventsWriter | None = None
         self._tb_local: str | None = None  # temporary local event folder, for URL workdirs
         self._tb_seen: dict[str, tuple[int, int]] = {}
         if not self.enabled:
@@ -85,14 +92,15 @@ class MetricWriter:
                 self._lines[-1] += "\n"
             self._dirty = False
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
             if paths.is_local(self.workdir):
-                self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+                events_dir = str(self.workdir / "tensorboard")
+                os.makedirs(events_dir, exist_ok=True)
             else:
-                self._tb_local = tempfile.mkdtemp(prefix="motionaura-tensorboard-")
-                # A unique suffix: a resumed run's events file must not replace an earlier one of the same second.
-                self._tb = SummaryWriter(self._tb_local, filename_suffix=f".{uuid.uuid4().hex[:8]}")
+                events_dir = self._tb_local = tempfile.mkdtemp(prefix="motionaura-tensorboard-")
+            # A unique suffix: a resumed run's events file must not replace an earlier one of the same second.
+            self._tb = EventsWriter(
+                os.path.join(events_dir, "events"), filename_suffix=f".{uuid.uuid4().hex[:8]}"
+            )
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -100,8 +108,7 @@ class MetricWriter:
         clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in metrics.items()}
         line = json.dumps({"step": int(step), "time": round(time.time(), 3), **clean}) + "\n"
         if self._tb is not None:
-            for key, value in metrics.items():
-                self._tb.add_scalar(key, float(value), int(step))
+            self._add(step, [tb_summary.scalar(key, float(value)).value[0] for key, value in metrics.items()])
         if self._append:
             self._file.write(line)
             self._file.flush()
@@ -117,21 +124,23 @@ class MetricWriter:
         (URL events are synced on `flush`)."""
         if not self.enabled or self._tb is None:
             return
-        from tensorboardX.proto.summary_pb2 import Summary
-
+        values = []
         for tag, array in images.items():
             pixels = _to_uint8(np.asarray(array))
             if pixels.ndim == 3:
-                self._tb.add_image(tag, pixels, int(step), dataformats="HWC")
+                values.append(tb_summary.image(tag, pixels, dataformats="HWC").value[0])
             elif pixels.ndim == 4:
-                t, h, w, _ = pixels.shape
+                _, h, w, _ = pixels.shape
                 image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=_gif(pixels, fps))
-                summary = Summary(value=[Summary.Value(tag=tag, image=image)])
-                self._tb._get_file_writer().add_summary(summary, int(step))
+                values.append(Summary.Value(tag=tag, image=image))
             else:
                 raise ValueError(
                     f"write_images: {tag!r} has shape {pixels.shape}; want (H, W, 3) or (T, H, W, 3)"
                 )
+        self._add(step, values)
+
+    def _add(self, step: int, values: list) -> None:
+        self._tb.write_event(Event(wall_time=time.time(), step=int(step), summary=Summary(value=values)))
 
     def flush(self) -> None:
         """Makes everything written so far durable in the workdir (a no-op beyond a flush on a local folder)."""
@@ -151,9 +160,9 @@ class MetricWriter:
     def close(self) -> None:
         if not self.enabled:
             return
+        self.flush()
         if self._tb is not None:
             self._tb.close()
-        self.flush()
         if self._append:
             self._file.close()
         if self._tb_local is not None:
