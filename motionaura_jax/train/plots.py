@@ -13,6 +13,15 @@ from motionaura_jax import paths
 from motionaura_jax.atomic import atomic_path
 from motionaura_jax.train.logging import read_metrics
 
+X_AXES = ("step", "minutes")
+
+
+def curve(lines: Sequence[Mapping], key: str, x: str = "step") -> tuple[list[float], list[float]]:
+    """(x values, values) of `key` in a run's metrics lines; x as in `plot_runs`."""
+    start = min(ln["time"] for ln in lines) if lines else 0.0
+    xs = [ln["step"] if x == "step" else (ln["time"] - start) / 60.0 for ln in lines if key in ln]
+    return xs, [float(ln[key]) for ln in lines if key in ln]
+
 
 def plot_runs(
     runs: Mapping[str, str | os.PathLike],
@@ -20,11 +29,16 @@ def plot_runs(
     out: str | os.PathLike,
     *,
     title: str | None = None,
+    x: str = "step",
 ) -> pathlib.Path | epath.Path:
-    """Plots `keys` against step for every run (label -> workdir) and writes `out` atomically.
+    """Plots `keys` against `x` for every run (label -> workdir) and writes `out` atomically.
 
-    A key missing from every run is an error naming the keys that do exist.
+    x="step", or x="minutes": wall-clock minutes since the run's first logged line (compilation and evaluation
+    included), for comparing runs at equal wall time. A key missing from every run is an error naming the keys
+    that do exist.
     """
+    if x not in X_AXES:
+        raise ValueError(f"plot_runs: x={x!r}; use one of {X_AXES}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,10 +52,7 @@ def plot_runs(
             raise FileNotFoundError(f"no metrics in {paths.as_path(workdir) / 'metrics.jsonl'}")
         for line in lines:
             seen.update(k for k in line if k not in ("step", "time"))
-        series[label] = {
-            key: ([ln["step"] for ln in lines if key in ln], [float(ln[key]) for ln in lines if key in ln])
-            for key in keys
-        }
+        series[label] = {key: curve(lines, key, x) for key in keys}
     missing = [k for k in keys if not any(series[label][k][0] for label in series)]
     if missing:
         raise KeyError(f"metrics {missing} not found in any run; available: {sorted(seen)}")
@@ -55,7 +66,7 @@ def plot_runs(
             if steps:
                 ax.plot(steps, values, label=label, marker="o" if len(steps) < 30 else None, markersize=3)
         ax.set_title(key)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step" if x == "step" else "wall minutes")
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=8)
