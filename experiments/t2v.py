@@ -14,37 +14,38 @@
 |------------------|----------|---------|-------------------------------------|------------------|-----------|-------|
 | tiny             | 64 5x16² | 2x4x4   | 32, 2, 4, 2.0                       | absorbing, T=20  | qkv_fft2  | 3     |
 | tiny_mar         | as tiny                                 | mask-and-replace, T=20  | qkv_fft2  | 3     |
-| quickstart       | 2048 17x32² | 5x4x4 | 128, 4, 4, 4.0; pooled text in adaLN | absorbing, T=100 | qkv_fft2  | 2000  |
-| quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's) | qkv_fft2 | 2000 |
+| quickstart       | 2048 17x32² | 5x8x8 codes (K=256) as 5x4x4 tokens (patch 1x2x2) | 128, 4, 4, 4.0; pooled text in adaLN | absorbing, T=100, masked CE | qkv_fft2 | 2000 |
+| quickstart_vlb   | as quickstart                           | absorbing, VLB   | qkv_fft2  | 2000  |
+| quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's), VLB | qkv_fft2 | 2000 |
 | quickstart_nofft | as quickstart                           | absorbing        | plain attention (FFT ablation) | 2000 |
+| quickstart_global_filter | as quickstart                   | absorbing        | global_filter | 2000 |
+| quickstart_fnet  | as quickstart                           | absorbing        | fnet_mix  | 2000  |
 | quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 2000 |
-| quickstart_fine  | 4096 17x32² | 5x8x8 codes (K=256) as 5x4x4 tokens (patch 1x2x2) | as quickstart | absorbing, masked CE | qkv_fft2 | 2000 |
-| shapes64         | 4096 17x64² | 5x8x8 codes of vae.py:shapes64 (K=4096) as 5x4x4 tokens | as quickstart | absorbing | qkv_fft2 | 2000 |
+| quickstart_fine  | 4096, on vae.py:quickstart_fine's tokens | as quickstart                 | qkv_fft2  | 2000  |
+| quickstart_coarse | 2048 17x32² | 5x4x4 codes of vae.py:quickstart_coarse (K=1024) | as quickstart | absorbing, VLB | qkv_fft2 | 2000 |
+| shapes64         | 4096 17x64² | 5x8x8 codes of vae.py:shapes64 (K=4096) as 5x4x4 tokens | as quickstart | as quickstart | qkv_fft2 | 2000 |
 
 tiny: the smallest run, on the tokens of a vae.py:tiny run (4x4x4 compression, K=32), in seconds; MiniLM
 text at 16 tokens.
 
-quickstart (the stage after vae.py:quickstart in `motionaura quickstart`): Moving Shapes 32x32x17 as 5x4x4
-tokens of the quickstart tokenizer (K=1024), a 4-block spectral denoiser on MiniLM captions. The tokenizer
-run defaults to runs/quickstart/vae (--config.tokens.tokenizer_workdir=DIR for another). The first start
-encodes 2048 training clips into WORKDIR_OF_TOKENIZER/token_cache_train (resumable). Choices (paper_notes
-§8): absorbing diffusion, T=100, linear γ̄, x0-parameterisation, VLB + 5e-4·CE on the corrupted tokens,
-text dropped with p=0.1; sampling in MaskGIT's confidence order, 16 steps, temperature 0.5, CFG scale 3.
+quickstart (the stage after vae.py:quickstart in `motionaura quickstart`): Moving Shapes 32x32x17 as the 5x8x8
+codes (K=256) of the quickstart tokenizer, each token a 1x2x2 block of codes (model.patch_size: the sequence
+is 80 long), a 4-block spectral denoiser on MiniLM captions. The tokenizer run defaults to runs/quickstart/vae
+(--config.tokens.tokenizer_workdir=DIR for another). The first start encodes 2048 training clips into
+WORKDIR_OF_TOKENIZER/token_cache_train (resumable; about 20 seconds). Choices (paper_notes §8): absorbing
+diffusion, T=100, linear γ̄, x0-parameterisation, the masked CE with uniform weight (MaskGIT's; the VLB is
+quickstart_vlb), the pooled caption in the adaLN condition beside cross-attention, text dropped with p=0.1;
+sampling in MaskGIT's confidence order, 16 steps, temperature 0.5, CFG scale 3.
 
-quickstart_filter3d: the attention-free denoiser (spectral_mode=filter3d: a gated 3D global filter over
-(frames, height, width) in place of self-attention, text cross-attention kept; O(N log N) in the tokens,
-docs/bench_denoiser.md), to judge its text-to-video quality against quickstart at equal wall time:
-    motionaura train --config=experiments/t2v.py:quickstart_filter3d --workdir=runs/quickstart/t2v_filter3d
-    motionaura eval t2v --videos=runs/quickstart/t2v_filter3d/samples/step_0002000 --out=t2v_filter3d.json
-Its steps are as quickstart's; to compare at equal wall time give both runs --config.train.time_limit_min.
-On the quickstart_fine tokens (below) it reached its 2000 steps in 15.6 minutes against 17 for qkv_fft2 and
-judged 60.9% / 71.9% fully correct against 60.9% / 59.4%.
+The ablations (quickstart_vlb, _mar, _nofft, _global_filter, _fnet, _filter3d) change one thing each; to
+compare them at equal wall time give every run the same --config.train.time_limit_min (ABLATIONS below).
+filter3d is the attention-free denoiser (a gated 3D global filter over (frames, height, width) in place of
+self-attention, text cross-attention kept; O(N log N) in the tokens, docs/bench_denoiser.md); it cannot be the
+base of inpainting, whose target tokens read the masked video and sketch through self-attention.
 
-quickstart_fine: the best text-to-video measured so far, on the tokens of vae.py:quickstart_fine (5x8x8 codes
-of K=256 a clip, shape kept in 94.5% of held-out reconstructions against 69.5% for the quickstart's 5x4x4),
-each token a 1x2x2 block of codes (model.patch_size: the sequence stays 80 long), 4096 cache clips, the masked
-CE with uniform weight (MaskGIT's) and the pooled text in adaLN. Judged (64 seen + 64 held-out captions,
-`motionaura eval t2v --ckpt`), fully correct seen / held-out, each step measured on one shared core:
+quickstart_fine: as quickstart on the tokens of vae.py:quickstart_fine (2400 tokenizer steps: shape kept in
+94.5% of held-out reconstructions), 4096 cache clips. How it got there, judged on 64 seen + 64 held-out captions
+(`motionaura eval t2v --ckpt`), fully correct seen / held-out, each run on one shared core:
 
 | change (cumulative unless said)                                 | seen  | held-out | wall   |
 |-----------------------------------------------------------------|-------|----------|--------|
@@ -60,10 +61,15 @@ come out (the code entropy the denoiser must model drops from perplexity 238 to 
     motionaura train --config=experiments/vae.py:quickstart_fine --workdir=runs/quickstart_fine/vae
     motionaura train --config=experiments/t2v.py:quickstart_fine --workdir=runs/quickstart_fine/t2v
 
+quickstart_coarse: the first demo's pair, 5x4x4 codes of K=1024 with the VLB (judged 32.8% / 37.5% in `make
+demo`).
+
 shapes64: the 64x64 experiment, on the tokens of vae.py:shapes64 (17x64x64 -> 5x8x8 codes of K=4096, 42.5
-minutes on 2 cores), each token a 1x2x2 block of codes as in quickstart_fine:
+minutes on 2 cores), each token a 1x2x2 block of codes as in quickstart:
     motionaura train --config=experiments/vae.py:shapes64 --workdir=runs/vae_shapes64
     motionaura train --config=experiments/t2v.py:shapes64 --workdir=runs/t2v_shapes64
+
+ABLATIONS
 """
 
 from motionaura_jax.configs import override, t2v
@@ -77,12 +83,12 @@ _TINY = dict(
     sample=dict(prompts=("a red circle moving left",), num_steps=5, guidance_scale=2.0),
     eval=dict(num_videos=2, batch_size=2),
 )
-_QUICKSTART = dict(
+_COARSE = dict(
     # text_pool_cond: the caption's mean embedding also drives the adaLN modulation (quickstart_fine: fully
     # correct 32.8% / 34.4% -> 43.8% / 46.9%, seen / held-out).
     model=dict(width=128, depth=4, heads=4, mlp_ratio=4.0, text_pool_cond=True),
     data=dict(source="synthetic", frames=17, size=32, num_clips=2048),
-    tokens=dict(tokenizer_workdir="runs/quickstart/vae", text_max_length=16, shard_size=512, batch_size=32),
+    tokens=dict(tokenizer_workdir="runs/vae_quickstart_coarse", text_max_length=16, shard_size=512, batch_size=32),
     train=dict(
         steps=2000, batch_size=32, lr=1e-3, warmup=100, log_every=50, ckpt_every=500, eval_every=1000,
         sample_every=1000,
@@ -104,6 +110,14 @@ _QUICKSTART = dict(
     ),
     eval=dict(num_videos=32, batch_size=16),
 )  # fmt: skip
+# The demo's: 5x8x8 codes of vae.py:quickstart (K=256) as 5x4x4 tokens of 1x2x2 codes, masked CE (uniform weight).
+_QUICKSTART = dict(
+    _COARSE,
+    model=dict(_COARSE["model"], patch_size=(1, 2, 2)),
+    tokens=dict(_COARSE["tokens"], tokenizer_workdir="runs/quickstart/vae"),
+    diffusion=dict(objective="masked_ce", ce_weighting="uniform"),
+    train=dict(_COARSE["train"], steps=1600, ckpt_every=400, eval_every=800, sample_every=800),
+)
 
 # The paper scale (the notes' L: width 2560, depth 40, heads 40, ~5.9B parameters) on the tokens of vae.py:L
 # (5x32x32 = 5120 codes of K=16384 per 17x256x256 clip) and T5-XXL text (4096-d, 128 tokens). The token grid,
@@ -126,19 +140,23 @@ RUNS = {
     "tiny": _TINY,
     "tiny_mar": dict(_TINY, diffusion=dict(num_timesteps=20, kind="mask_and_replace")),
     "quickstart": _QUICKSTART,
-    "quickstart_mar": dict(_QUICKSTART, diffusion=dict(kind="mask_and_replace")),
+    "quickstart_vlb": dict(_QUICKSTART, diffusion=dict(objective="vlb")),
+    "quickstart_mar": dict(_QUICKSTART, diffusion=dict(kind="mask_and_replace", objective="vlb")),
     "quickstart_nofft": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="none")),
+    "quickstart_global_filter": dict(
+        _QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="global_filter")
+    ),
+    "quickstart_fnet": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="fnet_mix")),
     "quickstart_filter3d": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="filter3d")),
     "quickstart_fine": dict(
         _QUICKSTART,
-        model=dict(_QUICKSTART["model"], patch_size=(1, 2, 2)),
         data=dict(_QUICKSTART["data"], num_clips=4096),
         tokens=dict(_QUICKSTART["tokens"], tokenizer_workdir="runs/quickstart_fine/vae"),
-        diffusion=dict(objective="masked_ce", ce_weighting="uniform"),
+        train=_COARSE["train"],
     ),
+    "quickstart_coarse": _COARSE,
     "shapes64": dict(
         _QUICKSTART,
-        model=dict(_QUICKSTART["model"], patch_size=(1, 2, 2)),
         data=dict(_QUICKSTART["data"], size=64, num_clips=4096),
         tokens=dict(_QUICKSTART["tokens"], tokenizer_workdir="runs/vae_shapes64"),
     ),

@@ -5,8 +5,9 @@
         --config.mesh.data=2 --config.mesh.fsdp=4
     motionaura train --config=experiments/vae.py:quickstart --workdir=runs/vae_quickstart
     motionaura eval recon --ckpt=runs/vae_quickstart --out=runs/vae_quickstart/recon.json
-    motionaura train --config=experiments/vae.py:quickstart_nomask --workdir=runs/vae_quickstart_nomask
     motionaura train --config=experiments/vae.py:quickstart_fine --workdir=runs/quickstart_fine/vae
+    motionaura train --config=experiments/vae.py:quickstart_coarse --workdir=runs/vae_quickstart_coarse
+    motionaura train --config=experiments/vae.py:quickstart_nomask --workdir=runs/vae_quickstart_nomask
     motionaura train --config=experiments/vae.py:shapes32 --workdir=runs/vae_shapes32
     motionaura train --config=experiments/vae.py:shapes64 --workdir=runs/vae_shapes64
     motionaura eval recon --ckpt=runs/vae_shapes32 --out=runs/vae_shapes32/recon.json
@@ -20,9 +21,10 @@
 | arg               | clip      | compression | channels               | blocks       | K     | GAN from | steps  | batch |
 |-------------------|-----------|-------------|------------------------|--------------|-------|----------|--------|-------|
 | tiny              | 5x16x16   | 4x4x4       | (8, 16, 16)            | (1, 1, 1)    | 32    | 1        | 3      | 8     |
-| quickstart        | 17x32x32  | 4x8x8       | (48, 96, 128)          | (1, 1, 1)    | 1024  | off      | 1200   | 8     |
-| quickstart_nomask | as quickstart, masking + MFI off                                                           |
-| quickstart_fine   | 17x32x32  | 4x4x4       | (48, 96, 128) + 16 full-resolution | (1, 1, 1) | 256  | off | 2400 | 8  |
+| quickstart        | 17x32x32  | 4x4x4       | (48, 96, 128) + 16 full-resolution | (1, 1, 1) | 256  | off | 1600 | 8  |
+| quickstart_fine   | as quickstart, 2400 steps                                                                  |
+| quickstart_coarse | 17x32x32  | 4x8x8       | (48, 96, 128)          | (1, 1, 1)    | 1024  | off      | 1200   | 8     |
+| quickstart_nomask | as quickstart_coarse, masking + MFI off                                                    |
 | shapes32          | 17x32x32  | 4x8x8       | (64, 128, 160)         | (1, 2, 2)    | 4096  | off      | 6300   | 8     |
 | shapes64          | 17x64x64  | 4x8x8       | (48, 96, 160)          | (1, 2, 2)    | 4096  | off      | 1600   | 8     |
 | S                 | 17x128x128| 4x8x8       | (128, 256, 256, 512)   | (2, 2, 2, 2) | 16384 | 20000    | 200000 | 64    |
@@ -31,8 +33,8 @@
 tiny: the smallest run; exercises every loss term (masking, MFI, EMA VQ with restarts, GAN) in seconds. The
 GAN starts at step 1 so both of its branches run.
 
-quickstart (the tokenizer stage of `make demo`): Moving Shapes 32x32x17 -> 5x4x4 codes on 2 CPU cores in about
-5 minutes. Choices where the paper is silent (each a config switch):
+quickstart_coarse (the first tokenizer of `make demo`): Moving Shapes 32x32x17 -> 5x4x4 codes on 2 CPU cores in
+about 5 minutes. Choices where the paper is silent (each a config switch):
 - patchified stem (space-to-depth 4, no full-resolution 3D conv), then one spatial x2 downsampling: 4x4 codes a
   frame
 - time x4 in two causal stride-2 steps, first frame kept: 17 frames -> 5 latent frames
@@ -46,19 +48,20 @@ quickstart (the tokenizer stage of `make demo`): Moving Shapes 32x32x17 -> 5x4x4
   (no weights ship offline), no GAN (too slow for the CPU budget; S turns it on)
 quickstart_nomask is the ablation with masking + MFI off.
 
-quickstart_fine: the tokenizer that keeps what the captions name. The quickstart keeps the shape of only 69.5% of
-held-out clips even at 3600 steps (squares come back rounded: 4x4 codes a frame, and each 8x8 pixel block is a
-linear map of one feature vector). quickstart_fine stops at 8x8 codes a frame (no second spatial downsampling)
-and ends the decoder with a 3x3 conv per frame at full resolution (model.refine_channels=16), so neighbouring
-blocks agree on an edge: shape kept 81% at 3000 steps without the conv, 92.2% at 2400 steps with it (K=1024).
-K=256 codes instead of 1024 keeps as much (94.5%, 30.70 dB) with a quarter of the code entropy (perplexity 66
-against 238), and the text-to-video stage learns it far better (experiments/t2v.py: fully correct 39.1% / 40.6%
--> 60.9% / 54.7% with the same denoiser), so it is the default here. It is not the demo's: it takes 2400 steps
-(about 28 minutes on one core). Tried and not kept: an L1 loss on spatial pixel
-differences (loss.gradient_l1=2: 20.2 dB and 31% shape kept at step 1000 against 26.1 dB and 56% without; it
-pulls towards the flat black frame as L1 alone does).
+quickstart (the tokenizer stage of `make demo`) and quickstart_fine (the same, 2400 steps): the tokenizer that
+keeps what the captions name. quickstart_coarse keeps the shape of only 69.5% of held-out clips even at 3600
+steps (squares come back rounded: 4x4 codes a frame, and each 8x8 pixel block is a linear map of one feature
+vector). These stop at 8x8 codes a frame (no second spatial downsampling) and end the decoder with a 3x3 conv
+per frame at full resolution (model.refine_channels=16), so neighbouring blocks agree on an edge: shape kept 81%
+at 3000 steps without the conv, 92.2% at 2400 steps with it (K=1024). K=256 codes instead of 1024 keep as much
+(94.5%, 30.70 dB) with a quarter of the code entropy (perplexity 66 against 238), and the text-to-video stage
+learns them far better (experiments/t2v.py: fully correct 39.1% / 40.6% -> 60.9% / 54.7% with the same
+denoiser). The demo trains 1600 steps (15.2 minutes on 2 cores: 84.4% shape kept, 29.26 dB); quickstart_fine's
+2400 take about 22 minutes on 2 cores for 94.5%. Tried and not kept: an L1 loss on spatial pixel differences
+(loss.gradient_l1=2: 20.2 dB and 31% shape kept at step 1000 against 26.1 dB and 56% without; it pulls towards
+the flat black frame as L1 alone does).
 
-shapes32 / shapes64: tokenizer quality on Moving Shapes within 60 minutes of 2 CPU cores. The quickstart's
+shapes32 / shapes64: tokenizer quality on Moving Shapes within 60 minutes of 2 CPU cores. quickstart_coarse's
 choices, wider and deeper, with per-frame attention in the mid blocks (4x4 resp. 8x8 per frame) and K=4096
 codes, trained longer. Targets on the held-out split: PSNR >= 30 dB at 32x32x17, >= 27 dB at 64x64x17,
 codebook usage >= 30%, colours kept. Step counts fit 60 minutes of the 2-core machine with nothing else
@@ -70,15 +73,16 @@ Measured on the 2-core machine (held-out split; docs/results/ has the curves and
 
 | arg        | steps | wall     | PSNR     | SSIM  | usage | colour kept |
 |------------|-------|----------|----------|-------|-------|-------------|
-| quickstart | 1200  | 4.5 min  | 24.78 dB | 0.874 | 81.8% | 100%        |
+| quickstart_coarse | 1200 | 4.5 min | 24.78 dB | 0.874 | 81.8% | 100%     |
+| quickstart (K=256) | 1600 | 15.2 min | 29.26 dB | 0.943 | 98.8% | 100%   |
 | quickstart_fine, K=1024 | 2400 | 28.5 min (one core, the other busy) | 31.20 dB | 0.964 | 96.6% | 100% |
 | quickstart_fine (K=256) | 2400 | 37 min (one core, the other busy) | 30.70 dB | 0.960 | 99.2% | 100% |
 | shapes32   | 6300  | 58.3 min | 30.50 dB | 0.955 | 64.9% | 100%        |
 | shapes64   | 1600  | 42.5 min | 27.96 dB | 0.948 | 73.2% | 100%        |
 
-quickstart_fine on 128 held-out clips (`motionaura eval recon`, which also judges the reconstructions): shape kept
-94.5% with K=256 and 92.2% with K=1024, fully kept (colour, shape and direction) the same; quickstart at 3600
-steps: shape kept 69.5%.
+Judged reconstructions (`motionaura eval recon`: colour, shape and direction kept; shape is the one lost):
+quickstart 84.4% fully kept (64 held-out clips), quickstart_fine 94.5% with K=256 and 92.2% with K=1024 (128
+clips), quickstart_coarse 79% (48 clips) and 69.5% at 3600 steps.
 
 Halfway through its cosine schedule the shapes32 run was at 28.89 dB (step 3150); a 3600-step schedule ended
 at 28.97 dB. The step count is what moves 32x32 past 30 dB.
@@ -95,7 +99,7 @@ fsdp 8) batch 256 (8 clips per chip) needs 88% of HBM, batch 128 fits (docs/scal
 
 from motionaura_jax.configs import override, vae
 
-# The quickstart's block (patchified stem 4, (2+1)D MBConv, LayerNorm) shared by quickstart and shapes*.
+# The quickstarts' block (patchified stem 4, (2+1)D MBConv, LayerNorm), shared by quickstart* and shapes*.
 _SHAPES_MODEL = dict(
     down_time=(True, True),
     stem_patch=4,
@@ -105,7 +109,8 @@ _SHAPES_MODEL = dict(
     z_channels=32,
     mfi_hidden=128,
 )
-_QUICKSTART = dict(
+# The first quickstart tokenizer: 5x4x4 codes of K=1024 (shape kept in 79% of held-out clips).
+_COARSE = dict(
     model=dict(
         _SHAPES_MODEL,
         channels=(48, 96, 128),
@@ -121,6 +126,18 @@ _QUICKSTART = dict(
     ),
     eval=dict(num_clips=64, batch_size=16),
 )  # fmt: skip
+# The demo's: 8x8 codes a frame (no second spatial downsampling), a full-resolution 3x3 conv at the decoder's
+# end, K=256 codes.
+_QUICKSTART = dict(
+    _COARSE,
+    model=dict(
+        _COARSE["model"],
+        down_space=(False, False),
+        refine_channels=16,
+        quantizer=dict(_COARSE["model"]["quantizer"], num_codes=256),
+    ),
+    train=dict(_COARSE["train"], steps=1600, ckpt_every=800, eval_every=800, sample_every=1600),
+)
 
 
 def _shapes(size: int, channels: tuple, steps: int, eval_every: int, ckpt_every: int, log_every: int) -> dict:
@@ -176,17 +193,11 @@ RUNS = {
         eval=dict(num_clips=8, batch_size=8, contact_sheet_clips=2),
     ),
     "quickstart": _QUICKSTART,
-    "quickstart_nomask": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], mask=dict(enabled=False), mfi=False)),
     "quickstart_fine": dict(
-        _QUICKSTART,
-        model=dict(
-            _QUICKSTART["model"],
-            down_space=(False, False),
-            refine_channels=16,
-            quantizer=dict(_QUICKSTART["model"]["quantizer"], num_codes=256),
-        ),
-        train=dict(_QUICKSTART["train"], steps=2400, ckpt_every=800, eval_every=800, sample_every=2400),
+        _QUICKSTART, train=dict(_QUICKSTART["train"], steps=2400, ckpt_every=800, eval_every=800, sample_every=2400)
     ),
+    "quickstart_coarse": _COARSE,
+    "quickstart_nomask": dict(_COARSE, model=dict(_COARSE["model"], mask=dict(enabled=False), mfi=False)),
     "shapes32": _shapes(32, (64, 128, 160), steps=6300, eval_every=3150, ckpt_every=450, log_every=150),
     "shapes64": _shapes(64, (48, 96, 160), steps=1600, eval_every=800, ckpt_every=200, log_every=50),
     "S": _accelerator(

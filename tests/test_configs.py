@@ -15,15 +15,21 @@ from motionaura_jax.configs import base, t2v, tiny, vae
 from tests.conftest import REPO
 
 PACKAGE = REPO / "motionaura_jax"
-VAE_RUNS = ("tiny", "quickstart", "quickstart_nomask", "quickstart_fine", "shapes32", "shapes64", "S", "L")
+VAE_RUNS = (
+    "tiny", "quickstart", "quickstart_fine", "quickstart_coarse", "quickstart_nomask", "shapes32", "shapes64", "S", "L"
+)  # fmt: skip
 T2V_RUNS = (
     "tiny",
     "tiny_mar",
     "quickstart",
+    "quickstart_vlb",
     "quickstart_mar",
     "quickstart_nofft",
+    "quickstart_global_filter",
+    "quickstart_fnet",
     "quickstart_filter3d",
     "quickstart_fine",
+    "quickstart_coarse",
     "shapes64",
 )
 

@@ -1,5 +1,5 @@
-"""Tokenizer experiments: they load, compress 4x8x8 (quickstart_fine 4x4x4: 5x8x8 codes of a 32x32 clip), and
-vae.py:L is the paper scale (~300M parameters) counted with jax.eval_shape (nothing allocated)."""
+"""Tokenizer experiments: they load, compress 4x8x8 (quickstart and quickstart_fine 4x4x4: 5x8x8 codes of a 32x32
+clip), and vae.py:L is the paper scale (~300M parameters) counted with jax.eval_shape (nothing allocated)."""
 
 import pytest
 
@@ -9,13 +9,24 @@ from motionaura_jax.train.vae import count_params
 
 
 @pytest.mark.parametrize(
-    "arg", ["quickstart", "quickstart_nomask", "quickstart_fine", "shapes32", "shapes64", "S", "L"]
+    "arg",
+    [
+        "quickstart",
+        "quickstart_fine",
+        "quickstart_coarse",
+        "quickstart_nomask",
+        "shapes32",
+        "shapes64",
+        "S",
+        "L",
+    ],
 )
 def test_experiments_load_and_compress(arg):
     config = config_lib.load_config(f"experiments/vae.py:{arg}")
     assert config.task == "vae"
-    assert compression(config.model) == ((4, 4) if arg == "quickstart_fine" else (4, 8))
-    assert bool(config.model.refine_channels) == (arg == "quickstart_fine")
+    fine = arg in ("quickstart", "quickstart_fine")
+    assert compression(config.model) == ((4, 4) if fine else (4, 8))
+    assert bool(config.model.refine_channels) == fine
     assert (config.data.frames - 1) % 4 == 0 and config.data.size % 8 == 0
     if arg == "quickstart_nomask":
         assert not config.model.mask.enabled and not config.model.mfi
