@@ -14,16 +14,16 @@
 |------------------|----------|---------|-------------------------------------|------------------|-----------|-------|
 | tiny             | 64 5x16² | 2x4x4   | 32, 2, 4, 2.0                       | absorbing, T=20  | qkv_fft2  | 3     |
 | tiny_mar         | as tiny                                 | mask-and-replace, T=20  | qkv_fft2  | 3     |
-| quickstart       | 2048 17x32² | 5x8x8 codes (K=256) as 5x4x4 tokens (patch 1x2x2) | 128, 4, 4, 4.0; pooled text in adaLN | absorbing, T=100, masked CE | qkv_fft2 | 2000 |
-| quickstart_vlb   | as quickstart                           | absorbing, VLB   | qkv_fft2  | 2000  |
-| quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's), VLB | qkv_fft2 | 2000 |
-| quickstart_nofft | as quickstart                           | absorbing        | plain attention (FFT ablation) | 2000 |
-| quickstart_global_filter | as quickstart                   | absorbing        | global_filter | 2000 |
-| quickstart_fnet  | as quickstart                           | absorbing        | fnet_mix  | 2000  |
-| quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 2000 |
+| quickstart       | 2048 17x32² | 5x8x8 codes (K=256) as 5x4x4 tokens (patch 1x2x2) | 128, 4, 4, 4.0; pooled text in adaLN | absorbing, T=100, masked CE | qkv_fft2 | 1600 |
+| quickstart_vlb   | as quickstart                           | absorbing, VLB   | qkv_fft2  | 1600  |
+| quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's), VLB | qkv_fft2 | 1600 |
+| quickstart_nofft | as quickstart                           | absorbing        | plain attention (FFT ablation) | 1600 |
+| quickstart_global_filter | as quickstart                   | absorbing        | global_filter | 1600 |
+| quickstart_fnet  | as quickstart                           | absorbing        | fnet_mix  | 1600  |
+| quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 1600 |
 | quickstart_fine  | 4096, on vae.py:quickstart_fine's tokens | as quickstart                 | qkv_fft2  | 2000  |
 | quickstart_coarse | 2048 17x32² | 5x4x4 codes of vae.py:quickstart_coarse (K=1024) | as quickstart | absorbing, VLB | qkv_fft2 | 2000 |
-| shapes64         | 4096 17x64² | 5x8x8 codes of vae.py:shapes64 (K=4096) as 5x4x4 tokens | as quickstart | as quickstart | qkv_fft2 | 2000 |
+| shapes64         | 4096 17x64² | 5x8x8 codes of vae.py:shapes64 (K=4096) as 5x4x4 tokens | as quickstart | as quickstart | qkv_fft2 | 1600 |
 
 tiny: the smallest run, on the tokens of a vae.py:tiny run (4x4x4 compression, K=32), in seconds; MiniLM
 text at 16 tokens.

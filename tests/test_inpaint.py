@@ -89,7 +89,101 @@ def test_denoiser_context_defaults_to_t2v_and_reads_out_the_target(mode):
     np.testing.assert_array_equal(np.asarray(t2v), np.asarray(no_context))
 
 
-@pytest.mark.parametrize("arg", ["tiny", "quickstart", "quickstart_full"])
+@pytest.mark.parametrize("mode", ["qkv_fft2", "filter3d"])
+def test_channel_fusion_starts_as_t2v_and_reads_context_and_sketch(mode):
+    """context_fusion="channel": the sequence stays the target's (so the attention-free filter3d can be
+    inpainted), the zero-initialised projection makes a fresh fine-tune the text-to-video model exactly, and
+    once trained the output depends on the context ids (through the projection) and on the sketch tokens
+    (through cross-attention beside the text)."""
+    import flax.linen as nn
+
+    from motionaura_jax.configs.t2v import denoiser_config
+    from motionaura_jax.models.denoiser import SpectralDenoiser, example_inputs
+
+    cfg = denoiser_config("tiny", spectral_mode=mode, depth=1)
+    model = SpectralDenoiser(cfg, context_fusion="channel")
+    ids, t_b, fps_b, text, mask = example_inputs(cfg, 2, (2, 4, 4), 3)
+    ids = jax.random.randint(jax.random.key(1), ids.shape, 0, cfg.vocab_size)
+    context = jax.random.randint(jax.random.key(3), ids.shape, 0, cfg.vocab_size)
+    t_b, mask = jnp.array([3, 7]), mask.at[:, :2].set(True)
+    extra = jax.random.normal(jax.random.key(4), (2, 5, cfg.width))
+    init = model.init(
+        jax.random.key(0), ids, t_b, fps_b, text, mask, context_ids_bthw=context, extra_tokens_bsd=extra
+    )
+    params = nn.meta.unbox(init["params"])
+    segments = params["inpaint_segments"]
+    assert set(segments) == {"embedding", "context_fuse"} and not np.asarray(segments["context_fuse"]).any()
+    leaves, tree = jax.tree.flatten({k: v for k, v in params.items() if k != "inpaint_segments"})
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    base = tree.unflatten(
+        [x + jax.random.normal(k, x.shape) * 0.05 for k, x in zip(keys, leaves, strict=True)]
+    )
+
+    def forward(params, context, extra):
+        return model.apply(
+            {"params": params}, ids, t_b, fps_b, text, mask, context_ids_bthw=context, extra_tokens_bsd=extra
+        )
+
+    t2v = model.apply({"params": base}, ids, t_b, fps_b, text, mask)
+    fresh_out = forward({**base, "inpaint_segments": segments}, context, None)
+    assert fresh_out.shape == t2v.shape == (2, 2, 4, 4, cfg.vocab_size)
+    np.testing.assert_array_equal(np.asarray(fresh_out), np.asarray(t2v))  # the context is not read at init
+    fuse = jax.random.normal(jax.random.key(5), segments["context_fuse"].shape) * 0.1
+    trained = {**base, "inpaint_segments": {**segments, "context_fuse": fuse}}
+    out = forward(trained, context, extra)
+    assert not np.allclose(np.asarray(out), np.asarray(forward(trained, ids, extra)), atol=1e-4)  # context
+    assert not np.allclose(
+        np.asarray(out), np.asarray(forward(trained, context, 2 * extra)), atol=1e-4
+    )  # sketch
+
+
+def test_channel_fusion_inpaints_an_attention_free_base(tmp_path):
+    """The stage end to end on a filter3d text-to-video run with context_fusion="channel" (LoRA): the base
+    stays bit-identical, the segments hold the context projection, and the loss falls on the tiny cache."""
+    from motionaura_jax import runs
+    from motionaura_jax.train import loop
+    from motionaura_jax.train.logging import read_metrics
+    from tests.tiny_runs import save_untrained
+
+    made = make_tiny_runs(tmp_path)
+    t2v = tmp_path / "t2v_filter3d"
+    save_untrained(
+        config_lib.load_config(
+            "experiments/t2v.py:tiny",
+            [f"--config.tokens.tokenizer_workdir={made['vae']}", f"--config.tokens.cache={tmp_path / 'cache'}",
+             "--config.mesh.num_devices=1", "--config.model.spectral_mode=filter3d"],
+        ),
+        t2v,
+    )  # fmt: skip
+    config = config_lib.load_config(
+        "experiments/inpaint.py:tiny",
+        [f"--config.inpaint.t2v_workdir={t2v}", f"--config.tokens.cache={tmp_path / 'icache'}",
+         "--config.mesh.num_devices=1", "--config.inpaint.context_fusion=channel", "--config.train.steps=30",
+         "--config.train.lr=3e-3", "--config.train.schedule=constant", "--config.train.batch_size=8",
+         "--config.train.log_every=1", "--config.train.ckpt_every=0", "--config.train.sample_every=0",
+         "--config.train.eval_every=0"],
+    )  # fmt: skip
+    base_before = runs.load_run(t2v, task="t2v").params
+    result = loop.train(config, tmp_path / "inpaint")
+    assert set(result.state.params["segments"]) == {"embedding", "context_fuse"}
+    for got, want in zip(jax.tree.leaves(result.state.base), jax.tree.leaves(base_before), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    losses = [m[LOSS_KEY] for m in read_metrics(tmp_path / "inpaint") if LOSS_KEY in m]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    # ... and it samples: `motionaura eval inpaint` on the run (the Inpainter fuses the context the same way).
+    from motionaura_jax.commands import eval as eval_command
+
+    out = tmp_path / "eval.json"
+    assert (
+        eval_command.main(
+            ["inpaint", f"--ckpt={tmp_path / 'inpaint'}", f"--out={out}", "--num_clips=1", "--steps=3"]
+        )
+        == 0
+    )
+    assert json.loads(out.read_text())["protocol"]["fine_tuned"] is True
+
+
+@pytest.mark.parametrize("arg", ["tiny", "quickstart", "quickstart_full", "quickstart_channel"])
 def test_inpaint_experiment_builds_from_its_stage_config(arg):
     from motionaura_jax.configs import inpaint
 

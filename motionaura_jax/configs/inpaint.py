@@ -50,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
             mask_dilate=2,  # pixels the object mask grows by before blacking out (and paste-back)
             context_rope="aligned",  # context tokens' RoPE: "aligned" with the target positions, or "none"
             context_mixing="per_grid",  # FFT mixers: "per_grid" (target, context apart) or "target_only"
+            # "sequence" (the paper: [target ; context ; sketch] in self-attention) or "channel" (context added to
+            # the target at its position, sketch tokens beside the text in cross-attention; any spectral mode)
+            context_fusion="sequence",
             corrupt_region="all",  # corrupt "all" target tokens (the paper) or only the "masked" region's
             paste_from="input",  # paste-back source outside the region: "input" ids (z_in) or "masked" (z_m)
         )

@@ -64,8 +64,10 @@ REQUIRED_FIELDS = (
 
 _NO_INPAINT = (
     "spectral_mode={mode} has no self-attention, so the target tokens cannot read the masked-video and sketch "
-    "tokens beside them; inpainting needs a mode with attention (qkv_fft2, fnet_mix, global_filter, none)"
+    "tokens beside them in one sequence; use context_fusion='channel' (inpaint.context_fusion), or a mode with "
+    "attention (qkv_fft2, fnet_mix, global_filter, none)"
 )
+CONTEXT_FUSIONS = ("sequence", "channel")
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -200,19 +202,32 @@ class SegmentEmbeddings(nn.Module):
     """Learned embeddings of the inpainting segments {target, context, sketch} (`SEGMENTS`), added to the
     tokens of each. New parameters, absent from a text-to-video run, in their own submodule
     ("inpaint_segments") so that a fine-tune can train them beside frozen denoiser weights. The target row
-    starts at zero, so a fresh model sees target tokens exactly as the text-to-video model did."""
+    starts at zero, so a fresh model sees target tokens exactly as the text-to-video model did.
+
+    With `context_fusion` it also holds the (D, D) projection that adds each context token to the target
+    token at its position; zero at init (as ControlNet's zero convolutions), for the same reason."""
 
     width: int
+    context_fusion: bool = False
 
     @nn.compact
-    def __call__(self) -> jax.Array:
+    def __call__(self) -> tuple[jax.Array, jax.Array | None]:
         def init(rng, shape, dtype=jnp.float32):
             table = nn.initializers.normal(0.02)(rng, shape, dtype)
             return table.at[0].set(0.0)
 
-        return self.param(
+        table = self.param(
             "embedding", layers.partitioned(init, (None, "embed")), (len(SEGMENTS), self.width), jnp.float32
         )
+        if not self.context_fusion:
+            return table, None
+        fuse = self.param(
+            "context_fuse",
+            layers.partitioned(nn.initializers.zeros, ("embed", "mlp")),
+            (self.width, self.width),
+            jnp.float32,
+        )
+        return table, fuse
 
 
 SEGMENTS = ("target", "context", "sketch")
@@ -245,6 +260,9 @@ class SpectralDenoiser(nn.Module):
     the output shape is unchanged. Without them the computation is the text-to-video one, bit for bit.
     `context_rope` ("aligned": context tokens take the RoPE positions of the target tokens they sit under;
     "none") and `context_mixing` ("per_grid" / "target_only", see `DenoiserBlock._mix_grids`) are switches.
+    `context_fusion="channel"` instead keeps the sequence the target's: each context token is added to the
+    target token at its position through a zero-initialised projection, and the sketch tokens join the text
+    in cross-attention; it works with every spectral mode, the attention-free filter3d included.
 
         model = SpectralDenoiser(denoiser_config("tiny"))
         params = model.init(jax.random.PRNGKey(0), ids_bthw, t_b, fps_b, text_bld, text_mask_bl)
@@ -254,6 +272,7 @@ class SpectralDenoiser(nn.Module):
     config: ml_collections.ConfigDict
     context_rope: str = "aligned"
     context_mixing: str = "per_grid"
+    context_fusion: str = "sequence"
 
     def _check_inputs(self, ids, t_b, fps_b, text_bld, text_mask_bl) -> None:
         cfg = self.config
@@ -339,10 +358,26 @@ class SpectralDenoiser(nn.Module):
             x = x + attn.sincos_3d_embedding(grid, width).astype(dtype)[None]
         x = constrain(x, attn.TOKENS)
         num_grids, num_extra = 1, 0
-        if context_ids_bthw is not None or extra_tokens_bsd is not None:
+        sketch_bsd = None  # context_fusion="channel": the sketch tokens, for cross-attention beside the text
+        if self.context_fusion not in CONTEXT_FUSIONS:
+            raise ValueError(
+                f"context_fusion={self.context_fusion!r}: use one of {', '.join(CONTEXT_FUSIONS)}"
+            )
+        if (
+            context_ids_bthw is not None or extra_tokens_bsd is not None
+        ) and self.context_fusion == "channel":
+            table, fuse = SegmentEmbeddings(width, context_fusion=True, name="inpaint_segments")()
+            segments = table.astype(dtype)
+            x = x + segments[0]
+            if context_ids_bthw is not None:
+                x = x + jnp.dot(tokens_of(context_ids_bthw) + segments[1], fuse.astype(dtype))
+            if extra_tokens_bsd is not None:
+                sketch_bsd = extra_tokens_bsd.astype(dtype) + segments[2]
+            x = constrain(x, attn.TOKENS)
+        elif context_ids_bthw is not None or extra_tokens_bsd is not None:
             if cfg.spectral_mode in spectral.ATTENTION_FREE_MODES:
                 raise ValueError(_NO_INPAINT.format(mode=cfg.spectral_mode))
-            segments = SegmentEmbeddings(width, name="inpaint_segments")().astype(dtype)
+            segments = SegmentEmbeddings(width, name="inpaint_segments")()[0].astype(dtype)
             parts = [x + segments[0]]
             if context_ids_bthw is not None:
                 parts.append(tokens_of(context_ids_bthw) + segments[1])
@@ -366,6 +401,10 @@ class SpectralDenoiser(nn.Module):
         c = attn.ConditionEmbedding(width, dtype=dtype, name="cond")(t_b, fps_b)
         if cfg.text_pool_cond:
             c = c + PooledText(width, dtype=dtype, name="text_pool")(text_bld, text_mask_bl)
+        if sketch_bsd is not None:  # always visible, as the sketch tokens of a [target ; sketch] sequence are
+            text = constrain(jnp.concatenate([text, sketch_bsd], axis=1), attn.TOKENS)
+            sketch_mask = jnp.ones(sketch_bsd.shape[:2], jnp.bool_)
+            text_mask_bl = jnp.concatenate([text_mask_bl, sketch_mask], axis=1)
 
         block_cls = DenoiserBlock
         if cfg.remat:

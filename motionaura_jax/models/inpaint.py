@@ -75,6 +75,7 @@ class InpaintTrainables(nn.Module):
     lora_alpha: float = 0.0
     sketch_encoder: str = "conv"
     siglip: SiglipVisionConfig | None = None  # the frozen tower's config (sketch_encoder="siglip")
+    context_fusion: str = "sequence"  # "channel": the segments also hold the context projection
 
     @nn.compact
     def __call__(self, sketch_bhw1: jax.Array, siglip_params: Any | None = None) -> jax.Array:
@@ -85,7 +86,7 @@ class InpaintTrainables(nn.Module):
             raise ValueError(
                 f"inpaint sketch_encoder={self.sketch_encoder!r}: use one of {', '.join(SKETCH_ENCODERS)}"
             )
-        SegmentEmbeddings(int(cfg.width), name="segments")()
+        SegmentEmbeddings(int(cfg.width), context_fusion=self.context_fusion == "channel", name="segments")()
         if self.finetune == "lora":
             lora_cfg = lora_config_for(cfg, self.lora_rank, self.lora_alpha)
             grid = tuple(self.grid_thw)
@@ -142,6 +143,7 @@ def build_trainables(
         float(i.lora_alpha),
         sketch_encoder=str(i.sketch_encoder),
         siglip=siglip_config_of(i),
+        context_fusion=str(i.context_fusion),
     )
 
 

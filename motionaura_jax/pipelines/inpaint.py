@@ -261,7 +261,10 @@ class Inpainter:
         # A t2v run (the no-fine-tune arm) masks and pastes back with the inpaint stage's defaults.
         i = config.inpaint if "inpaint" in config else inpaint_configs.get_config().inpaint
         self.model = SpectralDenoiser(
-            config.model, context_rope=i.context_rope, context_mixing=i.context_mixing
+            config.model,
+            context_rope=i.context_rope,
+            context_mixing=i.context_mixing,
+            context_fusion=i.context_fusion,
         )
         self.schedule = schedule_from_config(config.diffusion, int(config.model.vocab_size))
         self.mask_dilate = int(i.mask_dilate)

@@ -163,7 +163,12 @@ def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
 def build_models(config: ml_collections.ConfigDict) -> tuple[SpectralDenoiser, InpaintTrainables, Any]:
     """(denoiser with the context switches, the trainables module, the LoRA config or None)."""
     i = config.inpaint
-    model = SpectralDenoiser(config.model, context_rope=i.context_rope, context_mixing=i.context_mixing)
+    model = SpectralDenoiser(
+        config.model,
+        context_rope=i.context_rope,
+        context_mixing=i.context_mixing,
+        context_fusion=i.context_fusion,
+    )
     trainables = build_trainables(config.model, i, tuple(config.tokens.grid))
     lora_cfg = (
         lora_config_for(config.model, int(i.lora_rank), float(i.lora_alpha)) if i.finetune == "lora" else None
