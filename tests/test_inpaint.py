@@ -183,7 +183,7 @@ def test_channel_fusion_inpaints_an_attention_free_base(tmp_path):
     assert json.loads(out.read_text())["protocol"]["fine_tuned"] is True
 
 
-@pytest.mark.parametrize("arg", ["tiny", "quickstart", "quickstart_full", "quickstart_channel"])
+@pytest.mark.parametrize("arg", ["tiny", "quickstart", "quickstart_full", "quickstart_sequence"])
 def test_inpaint_experiment_builds_from_its_stage_config(arg):
     from motionaura_jax.configs import inpaint
 
@@ -198,6 +198,11 @@ def test_quickstart_runs_inpainting_after_t2v(tmp_path):
     configs = {task: config for _, task, config in quickstart.stage_configs(tmp_path, [])}
     assert list(configs)[-2:] == ["t2v", "inpaint"]
     assert pathlib.Path(configs["inpaint"].inpaint.t2v_workdir) == tmp_path / "t2v"
+    # The inpaint stage can read its base: an attention-free denoiser takes the context by channel fusion only.
+    from motionaura_jax.models.spectral import ATTENTION_FREE_MODES
+
+    if configs["t2v"].model.spectral_mode in ATTENTION_FREE_MODES:
+        assert configs["inpaint"].inpaint.context_fusion == "channel"
 
 
 def _write_inputs(tmp_path: pathlib.Path):
