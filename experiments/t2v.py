@@ -70,7 +70,21 @@ minutes on 2 cores), each token a 1x2x2 block of codes as in quickstart:
     motionaura train --config=experiments/vae.py:shapes64 --workdir=runs/vae_shapes64
     motionaura train --config=experiments/t2v.py:shapes64 --workdir=runs/t2v_shapes64
 
-ABLATIONS
+ABLATIONS at equal wall time: each arm is quickstart with one change, on the tokens of a vae.py:quickstart run,
+stopped after 12 minutes on one core (the other core ran the other arm of its pair), judged on 64 seen + 64
+held-out captions; fully correct seen / held-out (README: shape, direction, every-frame columns):
+    motionaura train --config=experiments/t2v.py:quickstart_filter3d --workdir=runs/abl/filter3d \
+        --config.train.time_limit_min=12 --config.train.eval_every=400
+    motionaura eval t2v --ckpt=runs/abl/filter3d --out=runs/abl/filter3d/judged/metrics.json
+    motionaura plot --x minutes --keys eval/all_correct,loss --run filter3d=runs/abl/filter3d ... --out curves.png
+
+| arm                      | steps in 12 min | seen  | held-out |
+|--------------------------|-----------------|-------|----------|
+| quickstart (attention)   | 1088            | 54.7% | 59.4%    |
+| quickstart_global_filter | 1020            | 48.4% | 53.1%    |
+| quickstart_filter3d      | 1179            | 45.3% | 48.4%    |
+| quickstart_qkv_fft2      | 1074            | 29.7% | 35.9%    |
+fnet_mix, the VLB and mask-and-replace: not yet measured at equal wall time.
 """
 
 from motionaura_jax.configs import override, t2v
