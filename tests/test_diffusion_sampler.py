@@ -219,3 +219,72 @@ def test_step_temperatures():
     np.testing.assert_allclose(SM.step_temperatures(3, 1.0, 0.2), [1.0, 0.6, 0.2], rtol=1e-6)
     with pytest.raises(ValueError, match="temperature"):
         SM.step_temperatures(3, 0.0)
+
+
+def _consensus(ids, t_b, fps_b, text_bld, text_mask_bl):
+    """Predicts, at every position, the codes in proportion to how often they are already revealed in that
+    example: a denoiser whose samples are coherent only if each code is drawn given the others."""
+    revealed_bk = jax.nn.one_hot(ids, K + 1)[..., :K].sum(axis=(1, 2, 3))
+    share_bk = revealed_bk / jnp.maximum(revealed_bk.sum(-1, keepdims=True), 1.0)
+    return jnp.broadcast_to(20.0 * share_bk[:, None, None, None, :], (*ids.shape, K))
+
+
+def test_confidence_refinement_redraws_a_fixed_share_given_the_rest():
+    sched = S.make_schedule(K, 30, kind="absorbing")
+    num_tokens, fraction = int(np.prod(GRID)), 0.25
+    seen_masked = []
+
+    def denoise(ids, t_b, fps_b, text_bld, text_mask_bl):
+        jax.debug.callback(lambda m: seen_masked.append(np.asarray(m)), (ids == K).sum(axis=(1, 2, 3)))
+        return _consensus(ids, t_b, fps_b, text_bld, text_mask_bl)
+
+    text, mask, fps = _text()
+
+    def run(refine_steps):
+        seen_masked.clear()
+        ids = jax.jit(
+            functools.partial(
+                SM.sample,
+                "confidence",
+                denoise,
+                sched,
+                grid_thw=GRID,
+                num_steps=4,
+                choice_temperature=0.0,
+                refine_steps=refine_steps,
+                refine_fraction=fraction,
+            )  # fmt: skip
+        )(jax.random.key(5), text_bld=text, text_mask_bl=mask, fps_b=fps)
+        jax.effects_barrier()
+        return np.asarray(ids), np.stack(seen_masked)
+
+    def consensus_share(ids):
+        flat = ids.reshape(B, -1)
+        return np.array([np.bincount(row, minlength=K).max() / num_tokens for row in flat])
+
+    plain, masked_plain = run(0)
+    refined, masked_refined = run(40)
+    assert len(masked_plain) == 4 and len(masked_refined) == 4 + 40
+    # Each round masks exactly round(fraction x tokens) positions of every example, redrawn given the rest.
+    np.testing.assert_array_equal(masked_refined[4:], round(fraction * num_tokens))
+    assert refined.max() < K
+    # Positions revealed together were drawn independently: the plain decode mixes codes; the rounds settle it.
+    assert consensus_share(plain).min() < 1.0
+    np.testing.assert_array_equal(consensus_share(refined), 1.0)
+
+
+def test_confidence_refinement_keeps_an_oracle_target_and_is_dropped_for_the_posterior_chain():
+    sched = S.make_schedule(K, 30, kind="absorbing")
+    target = jax.random.randint(jax.random.key(1), (B, *GRID), 0, K, dtype=jnp.int32)
+    text, mask, fps = _text()
+    for method in SM.METHODS:
+        ids = SM.sample(
+            method, _oracle(target), sched, jax.random.key(2), grid_thw=GRID, text_bld=text, text_mask_bl=mask,
+            fps_b=fps, num_steps=5, guidance_scale=2.0, refine_steps=3, refine_fraction=0.5,
+        )  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(ids), np.asarray(target))
+    with pytest.raises(ValueError, match="refine_fraction"):
+        SM.sample(
+            "confidence", _oracle(target), sched, jax.random.key(2), grid_thw=GRID, text_bld=text,
+            text_mask_bl=mask, fps_b=fps, refine_steps=2, refine_fraction=1.0,
+        )  # fmt: skip

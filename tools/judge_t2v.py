@@ -8,7 +8,7 @@ Prompts and judging are `motionaura eval t2v --ckpt`'s (eval/t2v.py: judge_capti
 same for every variant; each video is judged in memory (uint8 frames, no codec). Per split: all_correct (colour, shape, direction and object count right), colour, shape,
 direction, count_correct, visible_all_frames (share of clips with at least one detected object in every
 frame) and first_frame_visible. Variant keys: method, num_steps, guidance_scale (-1: off), temperature,
-temperature_end, mask_curve, choice_temperature, frame_order, fps; missing keys come from the run's config.sample.
+temperature_end, mask_curve, choice_temperature, frame_order, refine_steps, refine_fraction, fps; missing keys come from the run's config.sample.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ KEYS = {
     "mask_curve": str,
     "choice_temperature": float,
     "frame_order": float,
+    "refine_steps": int,
+    "refine_fraction": float,
     "fps": float,
 }
 
@@ -42,9 +44,9 @@ def parse_variant(text: str) -> dict:
 
 
 def run_variant(generator, settings: dict, captions: dict[str, list[str]], batch: int, seed: int):
+    from motionaura_jax.diffusion.sampler import CONFIDENCE_OPTIONS as confidence_only
     from motionaura_jax.eval.t2v import generate_and_judge
 
-    confidence_only = ("mask_curve", "choice_temperature", "frame_order")
     options = {k: settings[k] for k in ("method", "temperature_end", *confidence_only)}
     if options["method"] != "confidence":
         for key in confidence_only:
@@ -94,6 +96,8 @@ def main(argv: list[str]) -> int:
         "mask_curve": s.mask_curve,
         "choice_temperature": float(s.choice_temperature),
         "frame_order": float(s.frame_order),
+        "refine_steps": int(s.get("refine_steps", 0)),
+        "refine_fraction": float(s.get("refine_fraction", 0.2)),
         "fps": float(s.fps),
     }
     variants = args.variant or [["config", ""]]

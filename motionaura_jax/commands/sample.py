@@ -5,7 +5,8 @@ classifier-free guidance --guidance, --temperature) → the frozen tokenizer's d
 contact sheet next to it (same stem). Several --prompt flags, or --num > 1, write one video per sample with a
 `_<i>` suffix, plus captions.jsonl (the format `motionaura eval t2v` reads). --tokens also saves the code ids.
 --guidance=-1 turns guidance off (one conditional pass per step). --method=confidence decodes in MaskGIT's
-confidence order instead of the posterior chain (absorbing diffusion only; --mask_curve, --choice_temperature, --frame_order);
+confidence order instead of the posterior chain (absorbing diffusion only; --mask_curve, --choice_temperature,
+--frame_order, --refine_steps, --refine_fraction);
 --temperature_end ramps the temperature linearly over the steps.
 """
 
@@ -67,6 +68,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="confidence: > 0 reveals earlier latent frames first (large: frame by frame)",
     )
     parser.add_argument(
+        "--refine_steps",
+        type=int,
+        default=None,
+        help="confidence: Gibbs rounds after decoding, each redrawing --refine_fraction of the codes",
+    )
+    parser.add_argument("--refine_fraction", type=float, default=None, help="confidence: see --refine_steps")
+    parser.add_argument(
         "--tokenizer", default="", help="tokenizer workdir (default: the one it was trained on)"
     )
     parser.add_argument("--tokens", default="", help="also write the code ids to this .npz")
@@ -122,12 +130,13 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    from motionaura_jax.diffusion.sampler import CONFIDENCE_OPTIONS, options_from_config
+
     s = config.sample
     with s.unlocked():
-        for key in ("method", "temperature_end", "mask_curve", "choice_temperature", "frame_order"):
+        for key in ("method", "temperature_end", *CONFIDENCE_OPTIONS):
             if getattr(args, key) is not None:
                 s[key] = getattr(args, key)
-    from motionaura_jax.diffusion.sampler import options_from_config
 
     try:
         options = options_from_config(s)

@@ -130,6 +130,8 @@ def get_config() -> ml_collections.ConfigDict:
             mask_curve="cosine",  # confidence: how many stay masked after each step ("linear", "diffusion")
             choice_temperature=4.5,  # confidence: MaskGIT's annealed Gumbel noise on the choice
             frame_order=0.0,  # confidence: > 0 reveals earlier latent frames first (diffusion/sampler.py)
+            refine_steps=0,  # confidence: Gibbs rounds after decoding, each redrawing refine_fraction of the codes
+            refine_fraction=0.2,
         )
     )
     config.eval = ml_collections.ConfigDict(dict(num_videos=16, batch_size=8))

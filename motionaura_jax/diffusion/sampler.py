@@ -227,6 +227,8 @@ def sample_tokens(
 
 MASK_CURVES = ("cosine", "linear", "diffusion")
 METHODS = ("posterior", "confidence")
+# Options of the confidence method only (config.sample keys of the same names).
+CONFIDENCE_OPTIONS = ("mask_curve", "choice_temperature", "frame_order", "refine_steps", "refine_fraction")
 
 
 def masked_counts(
@@ -283,6 +285,8 @@ def sample_tokens_confidence(
     mask_curve: str = "cosine",
     choice_temperature: float = 4.5,
     frame_order: float = 0.0,
+    refine_steps: int = 0,
+    refine_fraction: float = 0.2,
     null_text_bld: jax.Array | None = None,
     null_text_mask_bl: jax.Array | None = None,
 ) -> jax.Array:
@@ -290,7 +294,13 @@ def sample_tokens_confidence(
     `sample_tokens`. num_steps defaults to min(T, number of tokens); choice_temperature = 0 keeps the
     plainly most probable candidates (no noise in the choice). `frame_order` > 0 lowers each position's
     choice score by frame_order x its latent frame index, so earlier frames are revealed first (large values:
-    frame by frame, each later frame drawn given the earlier ones)."""
+    frame by frame, each later frame drawn given the earlier ones).
+
+    `refine_steps` > 0 adds that many Gibbs-style rounds after decoding: each masks a fresh random
+    `refine_fraction` of the positions and redraws them given all the others (at the last step's temperature).
+    Parallel decoding draws the positions revealed in one step independently of each other, so neighbouring
+    codes of an object can disagree (an outline that changes from code to code); a redrawn code sees its
+    final neighbours."""
     if not schedule.absorbing:
         raise ValueError(
             'the confidence sampler needs diffusion.kind="absorbing" (a mask-and-replace denoiser expects '
@@ -332,17 +342,36 @@ def sample_tokens_confidence(
 
     ids0 = jnp.full((batch, *grid), mask_id, jnp.int32)
     state = SamplerState(step=jnp.zeros((), jnp.int32), ids=ids0, rng=rng)
-    return jax.lax.fori_loop(0, n, body, state).ids
+    state = jax.lax.fori_loop(0, n, body, state)
+    if refine_steps <= 0:
+        return state.ids
+    if not 0.0 < refine_fraction < 1.0:
+        raise ValueError(f"refine_fraction must be in (0, 1), got {refine_fraction}")
+    num_redrawn = max(1, int(round(refine_fraction * num_tokens)))
+    refine_t = jnp.asarray(timesteps_for_masked(schedule, np.array([num_redrawn / num_tokens]))[0], jnp.int32)
+
+    def refine(i: jax.Array, state: SamplerState) -> SamplerState:
+        flat = state.ids.reshape(batch, num_tokens)
+        rng, rng_pick, rng_draw = jax.random.split(state.rng, 3)
+        # A uniformly random subset of exactly num_redrawn positions per example.
+        order = jnp.argsort(jax.random.uniform(rng_pick, flat.shape), axis=-1)
+        redraw = jnp.argsort(order, axis=-1) < num_redrawn
+        masked = jnp.where(redraw, mask_id, flat).reshape(state.ids.shape)
+        log_p = x0_log_probs(masked, jnp.full((batch,), refine_t), temps[-1]).reshape(batch, num_tokens, -1)
+        drawn = jnp.argmax(log_p + jax.random.gumbel(rng_draw, log_p.shape), axis=-1).astype(jnp.int32)
+        new = jnp.where(redraw, drawn, flat)
+        return SamplerState(step=state.step + 1, ids=new.reshape(state.ids.shape), rng=rng)
+
+    return jax.lax.fori_loop(0, int(refine_steps), refine, state).ids
 
 
 def sample(method: str, *args, **kwargs) -> jax.Array:
     """`sample_tokens` (method "posterior") or `sample_tokens_confidence` ("confidence"), same arguments;
-    options only one of them knows (mask_curve, choice_temperature, frame_order; init_ids) are dropped for the
-    other."""
+    options only one of them knows (mask_curve, choice_temperature, frame_order, refine_steps,
+    refine_fraction; init_ids) are dropped for the other."""
     if method == "posterior":
-        kwargs.pop("mask_curve", None)
-        kwargs.pop("choice_temperature", None)
-        kwargs.pop("frame_order", None)
+        for key in CONFIDENCE_OPTIONS:
+            kwargs.pop(key, None)
         return sample_tokens(*args, **kwargs)
     if method == "confidence":
         if kwargs.pop("init_ids", None) is not None:
@@ -353,8 +382,8 @@ def sample(method: str, *args, **kwargs) -> jax.Array:
 
 def options_from_config(sample_cfg) -> dict:
     """The method options of `config.sample` as keyword arguments of `T2VGenerator.tokens` / `sample`:
-    method ("posterior" | "confidence"), temperature_end (0: constant temperature), mask_curve and
-    choice_temperature (confidence only)."""
+    method ("posterior" | "confidence"), temperature_end (0: constant temperature) and, for the confidence
+    method, mask_curve, choice_temperature, frame_order, refine_steps and refine_fraction."""
     method = sample_cfg.method
     if method not in METHODS:
         raise ValueError(f"sample.method {method!r} is not one of {METHODS}")
@@ -364,4 +393,6 @@ def options_from_config(sample_cfg) -> dict:
         options["mask_curve"] = sample_cfg.mask_curve
         options["choice_temperature"] = float(sample_cfg.choice_temperature)
         options["frame_order"] = float(sample_cfg.frame_order)
+        options["refine_steps"] = int(sample_cfg.get("refine_steps", 0))
+        options["refine_fraction"] = float(sample_cfg.get("refine_fraction", 0.2))
     return options
