@@ -393,6 +393,6 @@ def options_from_config(sample_cfg) -> dict:
         options["mask_curve"] = sample_cfg.mask_curve
         options["choice_temperature"] = float(sample_cfg.choice_temperature)
         options["frame_order"] = float(sample_cfg.frame_order)
-        options["refine_steps"] = int(sample_cfg.get("refine_steps", 0))
-        options["refine_fraction"] = float(sample_cfg.get("refine_fraction", 0.2))
+        options["refine_steps"] = int(sample_cfg.refine_steps)
+        options["refine_fraction"] = float(sample_cfg.refine_fraction)
     return options
