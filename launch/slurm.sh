@@ -20,7 +20,10 @@ set -euo pipefail
 if [ "${1:-}" = "--task" ]; then  # inside the job, once per task (srun)
   shift
   : "${SLURM_JOB_NODELIST:?--task runs inside a SLURM job}" "${SLURM_NTASKS:?}" "${SLURM_PROCID:?}"
-  head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  # The whole list is read before the first line is taken: `| head -n 1` can close the pipe while scontrol still
+  # writes, and under pipefail that SIGPIPE (exit 141) kills the task.
+  hosts=$(scontrol show hostnames "$SLURM_JOB_NODELIST")
+  head_node=${hosts%%$'\n'*}
   port=${MOTIONAURA_COORDINATOR_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}
   export JAX_COORDINATOR_ADDRESS="$head_node:$port" JAX_NUM_PROCESSES="$SLURM_NTASKS" JAX_PROCESS_ID="$SLURM_PROCID"
   if [ "${MOTIONAURA_PER:-gpu}" = gpu ]; then
