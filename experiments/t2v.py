@@ -129,7 +129,9 @@ _COARSE = dict(
 # plain self-attention (ahead of every spectral mode at equal wall time: ABLATIONS above).
 _QUICKSTART = dict(
     _COARSE,
-    model=dict(_COARSE["model"], patch_size=(1, 2, 2), spectral_mode="none"),
+    # Blocks unrolled: on CPU the 4-block stack steps ~15% faster than as one lax.scan (a while loop XLA does not
+    # fuse across).
+    model=dict(_COARSE["model"], patch_size=(1, 2, 2), spectral_mode="none", scan_layers=False),
     tokens=dict(_COARSE["tokens"], tokenizer_workdir="runs/quickstart/vae"),
     diffusion=dict(objective="masked_ce", ce_weighting="uniform"),
     train=dict(_COARSE["train"], steps=1600, ckpt_every=400, eval_every=800, sample_every=800),

@@ -96,8 +96,8 @@ def main(argv: list[str]) -> int:
         "mask_curve": s.mask_curve,
         "choice_temperature": float(s.choice_temperature),
         "frame_order": float(s.frame_order),
-        "refine_steps": int(s.get("refine_steps", 0)),
-        "refine_fraction": float(s.get("refine_fraction", 0.2)),
+        "refine_steps": int(s.refine_steps),
+        "refine_fraction": float(s.refine_fraction),
         "fps": float(s.fps),
     }
     variants = args.variant or [["config", ""]]
