@@ -74,6 +74,21 @@ def test_wrong_captions_are_caught():
     assert not two["count_correct"] and two["colour"] == 0.5
 
 
+def test_aggregate_reports_shape_accuracy_per_captioned_shape():
+    rng = np.random.default_rng(7)
+    square = render_clip([ObjectSpec("red", "square", "left")], frames=17, size=32, rng=rng)["video"]
+    circle = render_clip([ObjectSpec("blue", "circle", "up")], frames=17, size=32, rng=rng)["video"]
+    scores = [
+        judge.judge_and_score(square, "a red square moving left"),
+        judge.judge_and_score(square, "a red circle moving left"),  # a square where a circle was asked for
+        judge.judge_and_score(circle, "a blue circle moving up"),
+    ]
+    result = judge.aggregate(scores)
+    assert result["shape_square"] == 1.0 and result["shape_circle"] == 0.5, result
+    assert "shape_triangle" not in result  # no caption asked for one
+    assert result["shape"] == pytest.approx(2 / 3)
+
+
 def test_time_reversal_flips_direction_and_static_is_never_right():
     clip = render_clip(
         [ObjectSpec("cyan", "triangle", "up")], frames=17, size=64, rng=np.random.default_rng(6)

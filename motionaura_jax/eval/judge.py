@@ -261,6 +261,7 @@ def score_objects(found: list[JudgedObject], caption: str) -> dict[str, Any]:
     out["num_objects_caption"] = len(wanted)
     out["num_objects_found"] = len(found)
     out["per_object_correct"] = [list(map(bool, p)) for p in per_object]
+    out["caption_objects"] = [list(w) for w in wanted]
     out["found"] = [o.as_dict() for o in found]
     return out
 
@@ -279,6 +280,17 @@ def aggregate(scores: list[dict[str, Any]]) -> dict[str, Any]:
     out["count_correct"] = float(np.mean([s["count_correct"] for s in scores]))
     for i, name in enumerate(ATTRIBUTES):
         out[name] = float(np.mean([p[i] for p in objects])) if objects else 0.0
+    # Shape accuracy per captioned shape (shape_circle, ...): an overall rate can hide one shape never drawn.
+    shape_index = ATTRIBUTES.index("shape")
+    for shape in SHAPES:
+        right = [
+            p[shape_index]
+            for s in scores
+            for p, wanted in zip(s["per_object_correct"], s.get("caption_objects", ()), strict=False)
+            if wanted[1] == shape
+        ]
+        if right:
+            out[f"shape_{shape}"] = float(np.mean(right))
     return out
 
 

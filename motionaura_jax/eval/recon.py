@@ -6,7 +6,8 @@
   over all clips), num_clips,
   colour_kept, shape_kept, direction_kept (Moving Shapes: share of caption objects whose colour / shape /
   direction the pixel judge, eval/judge.py, reads right in the reconstruction), fully_kept (share of
-  reconstructions with every object fully right: the judge's all_correct),
+  reconstructions with every object fully right: the judge's all_correct), shape_kept_circle / _square /
+  _triangle (shape_kept per captioned shape),
   lpips (when `eval.lpips_weights` names a local weights file; "unavailable" otherwise),
   fvd (reconstructions against their own clips, I3D under eval/fvd.py's pinned protocol, when `eval.fvd` is
   true: the tokenizer's floor for generated-video FVD; clips need >= 16 frames).
@@ -134,6 +135,9 @@ def evaluate(
         for name in ("colour", "shape", "direction"):
             metrics[f"{name}_kept"] = float(kept[name])
         metrics["fully_kept"] = float(kept["all_correct"])
+        for shape in ("circle", "square", "triangle"):
+            if f"shape_{shape}" in kept:
+                metrics[f"shape_kept_{shape}"] = kept[f"shape_{shape}"]
     metrics["lpips"] = float(np.mean(np.concatenate(lpips_values))) if lpips_values else lpips_lib.UNAVAILABLE
     details = {
         "lpips_protocol": lpips_lib.protocol(lpips_metric),
