@@ -169,3 +169,16 @@ def test_gradient_l1_by_hand_ignores_offsets_and_sees_blur():
     square[..., 2:6, 2:6, :] = 1.0
     blurred = (square + np.roll(square, 1, axis=2) + np.roll(square, 1, axis=3)) / 3
     assert float(vae_train.gradient_l1(jnp.asarray(blurred), jnp.asarray(square))) > 0.05
+
+
+def test_foreground_weights_by_hand():
+    """1 + w x brightness (largest channel, [-1, 1] -> [0, 1]), normalised to mean 1 per clip."""
+    x = -np.ones((2, 1, 4, 4, 3), np.float32)  # black clips
+    x[0, 0, 1, 1] = (1.0, -1.0, -1.0)  # one red pixel in clip 0; clip 1 stays black
+    weight = np.asarray(vae_train.foreground_weights(jnp.asarray(x), 3.0))
+    assert weight.shape == (2, 1, 4, 4, 1)
+    raw = np.ones(16)
+    raw[5] = 4.0  # 1 + 3 x brightness 1
+    np.testing.assert_allclose(weight[0].reshape(-1), raw / raw.mean(), rtol=1e-6)
+    np.testing.assert_allclose(weight[1], 1.0, rtol=1e-6)  # nothing bright: plain mean
+    np.testing.assert_allclose(weight.mean(axis=(1, 2, 3, 4)), 1.0, rtol=1e-6)

@@ -107,6 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
             l1=1.0,
             l2=0.0,
             gradient_l1=0.0,  # L1 of spatial pixel differences: keeps edges (and so shapes) sharp
+            foreground_weight=0.0,  # pixel losses weighted 1 + w x target brightness (mean 1 per clip)
             perceptual=0.0,
             perceptual_weights="",
             perceptual_net="alex",  # LPIPS: off unless a local file

@@ -4,8 +4,9 @@ One step: mask the clip (random squares + one full frame), encode -> quantize (E
 restart) -> decode, and minimise
     w_l1*L1 + w_l2*L2 + w_grad*gradient_l1 + w_perc*LPIPS + w_vq*(commitment) + w_mfi*CE(masked-frame index)
     + [step >= gan_start] * gan_weight * adaptive_weight * hinge_G
-against the *clean* clip; then, when the GAN is on, one hinge step of the 3D patch discriminator. Every term
-is logged. The adaptive weight is VQGAN's ratio of gradient norms, taken with respect to the decoder's output
+against the *clean* clip (with loss.foreground_weight > 0 the L1 and L2 terms are weighted per pixel towards
+bright, object pixels: `foreground_weights`); then, when the GAN is on, one hinge step of the 3D patch
+discriminator. Every term is logged. The adaptive weight is VQGAN's ratio of gradient norms, taken with respect to the decoder's output
 pixels rather than its last layer (one cheap extra backward through the discriminator, no parameter slicing).
 """
 
@@ -98,6 +99,16 @@ def gradient_l1(recon_bthwc: jax.Array, target_bthwc: jax.Array) -> jax.Array:
     return jnp.mean(jnp.abs(ry - ty)) + jnp.mean(jnp.abs(rx - tx))
 
 
+def foreground_weights(target_bthwc: jax.Array, foreground_weight: float) -> jax.Array:
+    """Per-pixel loss weights (B,T,H,W,1), 1 + foreground_weight x brightness (the largest channel, [-1, 1]
+    mapped to [0, 1]), normalised to mean 1 per clip: on clips that are mostly dark background the pixel losses
+    are dominated by pixels that are already right, and an object's outline (a square's corners) is a handful
+    of pixels."""
+    brightness = (jnp.max(target_bthwc, axis=-1, keepdims=True) + 1.0) / 2.0
+    weight = 1.0 + foreground_weight * jnp.clip(brightness, 0.0, 1.0)
+    return weight / jnp.mean(weight, axis=(1, 2, 3, 4), keepdims=True)
+
+
 def psnr_from_mse(mse: jax.Array, data_range: float = 2.0) -> jax.Array:
     return 10.0 * jnp.log10(data_range**2 / jnp.maximum(mse, 1e-10))
 
@@ -146,7 +157,14 @@ def make_vae_step(config: ml_collections.ConfigDict):
             l1 = jnp.mean(jnp.abs(recon - x))
             l2 = jnp.mean(jnp.square(recon - x))
             edges = gradient_l1(recon, x)
-            total = lc.l1 * l1 + lc.l2 * l2 + lc.gradient_l1 * edges
+            if lc.foreground_weight > 0:
+                weight = foreground_weights(x, lc.foreground_weight)
+                total = lc.l1 * jnp.mean(weight * jnp.abs(recon - x)) + lc.l2 * jnp.mean(
+                    weight * jnp.square(recon - x)
+                )
+            else:
+                total = lc.l1 * l1 + lc.l2 * l2
+            total = total + lc.gradient_l1 * edges
             perc = jnp.zeros(())
             if perceptual is not None:
                 module, variables = perceptual
