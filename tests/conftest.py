@@ -54,3 +54,36 @@ def _restore_motionaura_logging():
     for logger, handlers, propagate, level in saved:
         logger.handlers[:] = handlers
         logger.propagate, logger.level = propagate, level
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "optimized: this file's programs are compiled with XLA's full CPU optimisations (they run long enough "
+        "to pay for them: training for hundreds of steps, benchmarks); set as `pytestmark` of the file",
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _xla_optimisation_effort(request):
+    """Most tests compile a program to run it a handful of times, and XLA's CPU optimisation passes then cost
+    more than they save (a tiny tokenizer's train step compiles in about half the time without them), so by
+    default a test file compiles with `jax_disable_most_optimizations`; files marked `optimized` do not. The
+    environment variable carries the choice to the subprocesses a test starts. Module-scoped and autouse, so
+    it is in force before the file's other module fixtures (trained runs) build anything."""
+    import jax
+
+    optimized = request.node.get_closest_marker("optimized") is not None
+    previous_flag = jax.config.values["jax_disable_most_optimizations"]
+    previous_env = os.environ.get(_NO_OPT_ENV)
+    jax.config.update("jax_disable_most_optimizations", not optimized)
+    os.environ[_NO_OPT_ENV] = "0" if optimized else "1"
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous_flag)
+    if previous_env is None:
+        os.environ.pop(_NO_OPT_ENV, None)
+    else:
+        os.environ[_NO_OPT_ENV] = previous_env
+
+
+_NO_OPT_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"

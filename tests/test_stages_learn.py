@@ -16,6 +16,7 @@ import pytest
 from motionaura_jax import config as config_lib
 
 TOKENIZER_STEPS, T2V_STEPS = 400, 800
+pytestmark = pytest.mark.optimized  # hundreds of steps: XLA's optimisations pay for themselves
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,14 @@ def test_train_keep_prunes_old_checkpoints(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer_run(tmp_path_factory):
-    """vae.py:tiny for 2 steps with its eval and sample hooks on at step 2 (the tokenizer of the t2v test)."""
+    """vae.py:tiny for 2 steps with its eval and sample hooks on at step 2 (the tokenizer of the t2v test). GAN off:
+    not what is tested here (test_vae_train, test_vae_losses), and it is a third of the step's compile time."""
     workdir = tmp_path_factory.mktemp("vae")
     config = config_lib.load_config(
         "experiments/vae.py:tiny",
         ["--config.train.steps=2", "--config.train.eval_every=2", "--config.train.sample_every=2",
-         "--config.eval.num_clips=4", "--config.eval.batch_size=4", "--config.mesh.num_devices=1"],
+         "--config.eval.num_clips=4", "--config.eval.batch_size=4", "--config.mesh.num_devices=1",
+         "--config.loss.gan_weight=0"],
     )  # fmt: skip
     loop.train(config, workdir)
     return workdir
