@@ -164,7 +164,12 @@ RUNS = {
     "tiny_mar": dict(_TINY, diffusion=dict(num_timesteps=20, kind="mask_and_replace")),
     "quickstart": _QUICKSTART,
     "quickstart_vlb": dict(_QUICKSTART, diffusion=dict(objective="vlb")),
-    "quickstart_mar": dict(_QUICKSTART, diffusion=dict(kind="mask_and_replace", objective="vlb")),
+    # The confidence sampler needs absorbing diffusion: mask-and-replace samples by the exact posterior chain.
+    "quickstart_mar": dict(
+        _QUICKSTART,
+        diffusion=dict(kind="mask_and_replace", objective="vlb"),
+        sample=dict(_QUICKSTART["sample"], method="posterior", num_steps=50, temperature=1.0),
+    ),
     "quickstart_filter3d": dict(_QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="filter3d")),
     "quickstart_global_filter": dict(
         _QUICKSTART, model=dict(_QUICKSTART["model"], spectral_mode="global_filter")
