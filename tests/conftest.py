@@ -60,7 +60,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "optimized: this file's programs are compiled with XLA's full CPU optimisations (they run long enough "
-        "to pay for them: training for hundreds of steps, benchmarks); set as `pytestmark` of the file",
+        "to pay for them, e.g. training for hundreds of steps); set as `pytestmark` of the file",
     )
 
 

@@ -6,8 +6,9 @@ restart) -> decode, and minimise
     + [step >= gan_start] * gan_weight * adaptive_weight * hinge_G
 against the *clean* clip (with loss.foreground_weight > 0 the L1 and L2 terms are weighted per pixel towards
 bright, object pixels: `foreground_weights`); then, when the GAN is on, one hinge step of the 3D patch
-discriminator. Every term is logged. The adaptive weight is VQGAN's ratio of gradient norms, taken with respect to the decoder's output
-pixels rather than its last layer (one cheap extra backward through the discriminator, no parameter slicing).
+discriminator. Every term is logged. The adaptive weight is VQGAN's ratio of gradient norms, taken with respect
+to the decoder's output pixels rather than its last layer (one cheap extra backward through the discriminator,
+no parameter slicing).
 """
 
 from __future__ import annotations
