@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-SHAPES = ("circle", "square", "triangle")
+from motionaura_jax.data.synthetic import SHAPES
 
 
 def first_shape(caption: str) -> str:

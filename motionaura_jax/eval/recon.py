@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from motionaura_jax.data.synthetic import SHAPES
 from motionaura_jax.atomic import atomic_path
 from motionaura_jax.eval import lpips as lpips_lib
 from motionaura_jax.eval.image_metrics import psnr_video, ssim_protocol, ssim_video
@@ -135,7 +136,7 @@ def evaluate(
         for name in ("colour", "shape", "direction"):
             metrics[f"{name}_kept"] = float(kept[name])
         metrics["fully_kept"] = float(kept["all_correct"])
-        for shape in ("circle", "square", "triangle"):
+        for shape in SHAPES:
             if f"shape_{shape}" in kept:
                 metrics[f"shape_kept_{shape}"] = kept[f"shape_{shape}"]
     metrics["lpips"] = float(np.mean(np.concatenate(lpips_values))) if lpips_values else lpips_lib.UNAVAILABLE
