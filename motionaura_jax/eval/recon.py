@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from motionaura_jax.data.synthetic import SHAPES
 from motionaura_jax.atomic import atomic_path
+from motionaura_jax.data.synthetic import SHAPES
 from motionaura_jax.eval import lpips as lpips_lib
 from motionaura_jax.eval.image_metrics import psnr_video, ssim_protocol, ssim_video
 
