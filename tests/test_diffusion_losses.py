@@ -121,3 +121,31 @@ def test_bad_objective_settings_raise_clear_errors():
         bad = diffusion_config()
         bad.objective = "x"
         L.diffusion_losses(sched, logits, x0, x0, jnp.zeros(1, jnp.int32), bad)
+
+
+def test_cosine_t_sampling_masks_more_and_matches_maskgit_ratio():
+    # MaskGIT's schedule: masked fraction r = cos(pi/2 u), u ~ U[0, 1): E[r] = 2/pi, P(r > 0.5) = 2/3.
+    sched = S.make_schedule(K, 100, kind="absorbing")
+    x0 = _batch(21, shape=(4096, 1, 4, 4))
+    z_t, t_b = L.corrupt(jax.random.key(22), sched, x0, t_sampling="cosine")
+    ratio = np.asarray(sched.cum_gamma)[np.asarray(t_b)]
+    assert abs(ratio.mean() - 2 / np.pi) < 0.02, ratio.mean()
+    assert abs((ratio > 0.5).mean() - 2 / 3) < 0.03
+    masked = np.asarray(z_t == K).mean()
+    assert abs(masked - 2 / np.pi) < 0.02, masked  # the corruption follows the drawn t
+    _, t_uniform = L.corrupt(jax.random.key(22), sched, x0)
+    assert abs(np.asarray(sched.cum_gamma)[np.asarray(t_uniform)].mean() - 0.5) < 0.02
+
+
+def test_t_sampling_config_is_checked():
+    from motionaura_jax.train.t2v import check_t_sampling
+
+    cfg = diffusion_config()
+    cfg.objective, cfg.t_sampling = "masked_ce", "cosine"
+    assert check_t_sampling(cfg) == "cosine"
+    cfg.t_sampling = "cosin"
+    with pytest.raises(ValueError, match="t_sampling='cosin'"):
+        check_t_sampling(cfg)
+    cfg.objective, cfg.t_sampling = "vlb", "cosine"
+    with pytest.raises(ValueError, match="masked_ce"):
+        check_t_sampling(cfg)

@@ -238,3 +238,31 @@ def test_mask_clip():
     cfg.full_frame_prob, cfg.patch_prob = 0.0, 0.0
     masked, frame = mask_clip(x, jax.random.PRNGKey(0), cfg)
     assert np.all(np.asarray(frame) == -1) and np.all(np.asarray(masked) == 1.0)
+
+
+def test_code_noise_replaces_the_decoders_codes_in_training_only():
+    # A learned codebook (no EMA update during the call), so the code vectors are the same for any input.
+    config = tiny_config(code_noise=1.0)
+    config.quantizer.ema, config.quantizer.restart = False, False
+    clean = tiny_config()
+    clean.quantizer.ema, clean.quantizer.restart = False, False
+    x_a = jax.random.uniform(jax.random.PRNGKey(0), (1, 5, 16, 16, 3), minval=-1, maxval=1)
+    x_b = jax.random.uniform(jax.random.PRNGKey(1), (1, 5, 16, 16, 3), minval=-1, maxval=1)
+    model, variables = build(config, x_a)
+    clean_model, _ = build(clean, x_a)
+    rngs = {"code_noise": jax.random.PRNGKey(5)}
+
+    def run(m, x, train):
+        return m.apply(variables, x, train=train, mutable=("vq",), rngs=rngs)[0]
+
+    noisy_a, noisy_b, clean_a = run(model, x_a, True), run(model, x_b, True), run(clean_model, x_a, True)
+    # Every code replaced: the decoder's input no longer depends on the clip.
+    np.testing.assert_array_equal(np.asarray(noisy_a["recon"]), np.asarray(noisy_b["recon"]))
+    assert float(jnp.max(jnp.abs(noisy_a["recon"] - clean_a["recon"]))) > 1e-3
+    # The quantizer's own output (ids, losses) is that of the true codes.
+    np.testing.assert_array_equal(np.asarray(noisy_a["ids"]), np.asarray(clean_a["ids"]))
+    np.testing.assert_allclose(float(noisy_a["vq_loss"]), float(clean_a["vq_loss"]), rtol=1e-6)
+    # Inference ignores it.
+    np.testing.assert_array_equal(
+        np.asarray(run(model, x_a, False)["recon"]), np.asarray(run(clean_model, x_a, False)["recon"])
+    )

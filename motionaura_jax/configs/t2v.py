@@ -88,6 +88,7 @@ def diffusion_config() -> ml_collections.ConfigDict:
             adaptive_aux=True,
             mask_weight=(1.0, 1.0),
             ce_weighting="elbo",
+            t_sampling="uniform",  # or "cosine" (MaskGIT's: more steps at high masked fractions; masked_ce only)
         )
     )
 

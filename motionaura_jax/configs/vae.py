@@ -85,6 +85,7 @@ def model_config() -> ml_collections.ConfigDict:
             mfi=True,
             mfi_hidden=128,
             mask=mask_config(),
+            code_noise=0.0,  # training only: share of the decoder's input codes replaced by random ones
         )
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from motionaura_jax.diffusion.schedule import (
     DiscreteSchedule,
@@ -28,17 +29,34 @@ from motionaura_jax.diffusion.schedule import (
 # VQ-Diffusion clamps its log posteriors to [-70, 0] before the KL: log 0 would give 0·(-inf) = NaN.
 _LOG_CLAMP = -70.0
 OBJECTIVES = ("vlb", "masked_ce")
+T_SAMPLINGS = ("uniform", "cosine")
 
 
-def sample_timesteps(rng: jax.Array, batch: int, num_timesteps: int) -> jax.Array:
-    """t ~ U{0, ..., T-1}, int32 (B,)."""
-    return jax.random.randint(rng, (batch,), 0, num_timesteps, dtype=jnp.int32)
+def sample_timesteps(
+    rng: jax.Array, batch: int, num_timesteps: int, how: str = "uniform", cum_gamma: np.ndarray | None = None
+) -> jax.Array:
+    """int32 (B,) timesteps. "uniform": t ~ U{0, ..., T-1}. "cosine" (MaskGIT's training schedule, absorbing
+    diffusion): a masked fraction r = cos(pi/2 · u), u ~ U[0, 1), then the t whose γ̄ (`cum_gamma`) is nearest
+    to r; r has mean 2/pi and half its mass above 0.71, so more of the steps are spent where most codes are
+    masked and only the text says what to draw."""
+    if how == "uniform":
+        return jax.random.randint(rng, (batch,), 0, num_timesteps, dtype=jnp.int32)
+    if how != "cosine":
+        raise ValueError(f"diffusion.t_sampling {how!r} is not one of {T_SAMPLINGS}")
+    if cum_gamma is None:
+        raise ValueError('t_sampling="cosine" needs the schedule\'s cum_gamma')
+    gamma_t = jnp.asarray(np.asarray(cum_gamma)[:num_timesteps], jnp.float32)
+    ratio_b = jnp.cos(0.5 * jnp.pi * jax.random.uniform(rng, (batch,)))
+    return jnp.argmin(jnp.abs(gamma_t[None, :] - ratio_b[:, None]), axis=-1).astype(jnp.int32)
 
 
-def corrupt(rng: jax.Array, schedule: DiscreteSchedule, x0: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Draws t ~ U[0, T) per example and z_t ~ q(z_t | x0). x0: int (B, ...) codes → (z_t, t_b)."""
+def corrupt(
+    rng: jax.Array, schedule: DiscreteSchedule, x0: jax.Array, t_sampling: str = "uniform"
+) -> tuple[jax.Array, jax.Array]:
+    """Draws t per example (`sample_timesteps`, U[0, T) by default) and z_t ~ q(z_t | x0). x0: int (B, ...)
+    codes → (z_t, t_b)."""
     rng_t, rng_z = jax.random.split(rng)
-    t_b = sample_timesteps(rng_t, x0.shape[0], schedule.num_timesteps)
+    t_b = sample_timesteps(rng_t, x0.shape[0], schedule.num_timesteps, t_sampling, schedule.cum_gamma)
     return q_sample(rng_z, schedule, x0.astype(jnp.int32), t_b), t_b
 
 

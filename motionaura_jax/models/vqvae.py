@@ -242,10 +242,23 @@ class VQVAE(nn.Module):
 
     def __call__(self, x_bthwc: jax.Array, *, train: bool = False) -> dict:
         z, q = self.encode(x_bthwc, train=train)
-        out = {"recon": self.decode(q.z_q), "ids": q.ids, "z": z, "vq_loss": q.loss, "metrics": q.metrics}
+        z_q = self._code_noise(q) if train and self.config.code_noise > 0 else q.z_q
+        out = {"recon": self.decode(z_q), "ids": q.ids, "z": z, "vq_loss": q.loss, "metrics": q.metrics}
         if self.config.mfi:
             out["mfi_logits"] = self.mfi(z, x_bthwc.shape[1])
         return out
+
+    def _code_noise(self, q: QuantizerOutput) -> jax.Array:
+        """The decoder's input with a random `code_noise` share of the positions given a uniformly random code
+        instead of their own (rng stream "code_noise"): the decoder learns to draw clean objects from codes a
+        generator got partly wrong. The quantizer's losses and statistics stay those of the true codes."""
+        rng_where, rng_code = jax.random.split(self.make_rng("code_noise"))
+        replaced = jax.random.uniform(rng_where, q.ids.shape) < self.config.code_noise
+        random_ids = jax.random.randint(rng_code, q.ids.shape, 0, int(self.config.quantizer.num_codes))
+        z_random = lookup_codes(
+            self.quantizer.variables, self.config.quantizer, random_ids, self.config.z_channels
+        )
+        return jnp.where(replaced[..., None], z_random.astype(q.z_q.dtype), q.z_q)
 
 
 def compression(config: ml_collections.ConfigDict) -> tuple[int, int]:

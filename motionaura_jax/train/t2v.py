@@ -31,7 +31,7 @@ from motionaura_jax import paths
 from motionaura_jax.data import token_cache
 from motionaura_jax.data.token_cache import TokenCache
 from motionaura_jax.data.video_io import contact_sheet
-from motionaura_jax.diffusion.losses import corrupt, diffusion_losses, drop_text
+from motionaura_jax.diffusion.losses import T_SAMPLINGS, corrupt, diffusion_losses, drop_text
 from motionaura_jax.diffusion.schedule import schedule_from_config
 from motionaura_jax.pipelines.t2v import T2VGenerator, prompt_encoder, sampling_kwargs, write_videos
 from motionaura_jax.train.state import TrainState, gradient_step, make_optimizer
@@ -130,23 +130,41 @@ def _fill_from_cache(config: ml_collections.ConfigDict) -> None:
     config.model.text_dim = int(cache.meta["text_dim"])
 
 
-def noisy_inputs(batch: dict, rng: jax.Array, schedule, drop_prob: float) -> tuple[jax.Array, ...]:
+def noisy_inputs(
+    batch: dict, rng: jax.Array, schedule, drop_prob: float, t_sampling: str = "uniform"
+) -> tuple[jax.Array, ...]:
     """(clean ids, z_t, t, text, text mask, dropout rng) of one step: the text dropped with `drop_prob` (for
-    classifier-free guidance), t ~ U[0, T) and z_t ~ q(z_t | z_0)."""
+    classifier-free guidance), t drawn by `t_sampling` (losses.sample_timesteps) and z_t ~ q(z_t | z_0)."""
     rng_text, rng_corrupt, rng_dropout = jax.random.split(rng, 3)
     ids = batch["ids"].astype(jnp.int32)
     text, text_mask, _ = drop_text(rng_text, batch["text"], batch["text_mask"], drop_prob)
-    z_t, t_b = corrupt(rng_corrupt, schedule, ids)
+    z_t, t_b = corrupt(rng_corrupt, schedule, ids, t_sampling)
     return ids, z_t, t_b, text, text_mask, rng_dropout
+
+
+def check_t_sampling(diffusion_cfg) -> str:
+    """config.diffusion.t_sampling, checked: anything but uniform only with the masked CE (the VLB is an
+    expectation over t ~ U[0, T) and would be biased)."""
+    how = diffusion_cfg.get("t_sampling", "uniform")  # runs written before the key existed: uniform
+    if how not in T_SAMPLINGS:
+        raise ValueError(f"diffusion.t_sampling={how!r}: use one of {T_SAMPLINGS}")
+    if how != "uniform" and diffusion_cfg.objective != "masked_ce":
+        raise ValueError(
+            f'diffusion.t_sampling={how!r} needs diffusion.objective="masked_ce" (the VLB assumes uniform t)'
+        )
+    return how
 
 
 def make_t2v_step(config: ml_collections.ConfigDict, model, schedule, tx):
     drop_prob = float(config.train.text_drop_prob)
+    t_sampling = check_t_sampling(config.diffusion)
 
     def train_step(
         state: TrainState, batch: dict, rng: jax.Array, step: jax.Array
     ) -> tuple[TrainState, dict]:
-        ids, z_t, t_b, text, text_mask, rng_dropout = noisy_inputs(batch, rng, schedule, drop_prob)
+        ids, z_t, t_b, text, text_mask, rng_dropout = noisy_inputs(
+            batch, rng, schedule, drop_prob, t_sampling
+        )
 
         inputs = (z_t, t_b, batch["fps"], text, text_mask)
 

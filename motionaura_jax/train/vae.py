@@ -148,6 +148,7 @@ def make_vae_step(config: ml_collections.ConfigDict):
     def train_step(state: VAEState, batch: dict, rng: jax.Array, step: jax.Array) -> tuple[VAEState, dict]:
         x = batch["video"].astype(jnp.float32)
         rng_mask, rng_restart = jax.random.split(rng)
+        rng_noise = jax.random.fold_in(rng, 1)  # beside the split, so runs without code noise are unchanged
         if masking:
             x_in, frame = mask_clip(x, rng_mask, config.model.mask)
         else:
@@ -181,7 +182,7 @@ def make_vae_step(config: ml_collections.ConfigDict):
                 x_in,
                 train=True,
                 mutable=["vq"],
-                rngs={"restart": rng_restart},
+                rngs={"restart": rng_restart, "code_noise": rng_noise},
             )
             recon = out["recon"]
             rec, (l1, l2, edges, perc) = rec_loss(recon)
