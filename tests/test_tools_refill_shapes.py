@@ -3,7 +3,7 @@
 import numpy as np
 
 from motionaura_jax.data.synthetic import ObjectSpec, object_caption, render_clip
-from tools.refill_shapes import first_shape, judged
+from tools.refill_shapes import first_shape, judged, with_shape
 
 
 def test_rendered_clips_are_judged_right_with_their_shapes_fill():
@@ -23,3 +23,9 @@ def test_rendered_clips_are_judged_right_with_their_shapes_fill():
     # A square asked for where a circle was drawn: wrong, and the fill says why.
     wrong = judged(videos[1:2], ["a blue square moving up"], np.array(["square"]))
     assert wrong["square"][0] == 0.0 and wrong["square"][1] < 0.85
+
+
+def test_with_shape_replaces_every_objects_shape_word():
+    assert with_shape("a red square moving left", "circle") == "a red circle moving left"
+    two = with_shape("a red square moving left and a blue triangle moving up", "circle")
+    assert two == "a red circle moving left and a blue circle moving up"

@@ -11,6 +11,12 @@ of the largest object (area over box: square 1, circle pi/4, triangle 1/2), for 
 tokenizer's ceiling), the argmax refill and the drawn refill; and the denoiser's cross-entropy (nats) on the
 masked codes that are not the background code. A denoiser whose conditional distribution is right keeps
 the drawn refill near the true codes; one that rounds corners moves squares towards the circle's fill.
+
+`--caption_shape=circle` (or square, triangle) gives the denoiser every caption with its shape word replaced
+(judging still asks for the clip's real shape): how far the cross-entropy rises says how much the denoiser
+reads the shape word rather than the visible codes.
+
+    python tools/refill_shapes.py --ckpt=runs/quickstart/t2v --fraction=0.95 --caption_shape=circle
 """
 
 from __future__ import annotations
@@ -27,6 +33,15 @@ def first_shape(caption: str) -> str:
     from motionaura_jax.data.synthetic import parse_caption
 
     return parse_caption(caption)[0][1]
+
+
+def with_shape(caption: str, shape: str) -> str:
+    """The caption with the shape of every object replaced by `shape`."""
+    from motionaura_jax.data.synthetic import object_caption, parse_caption
+
+    return " and ".join(
+        object_caption(colour, shape, direction) for colour, _, direction in parse_caption(caption)
+    )
 
 
 def judged(videos: np.ndarray, captions: list[str], shapes: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -53,6 +68,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clips", type=int, default=96)
     parser.add_argument("--fraction", type=float, default=0.3, help="share of the codes redrawn")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--caption_shape", default="", choices=("", *SHAPES), help="replace the shape words")
     args = parser.parse_args(argv)
     if not 0.0 < args.fraction < 1.0:
         raise SystemExit(f"refill_shapes: --fraction must be in (0, 1), got {args.fraction}")
@@ -77,6 +93,10 @@ def main(argv: list[str]) -> int:
     masked = rng.random(ids.shape) < args.fraction
     t = int(timesteps_for_masked(generator.schedule, np.array([args.fraction]))[0])
 
+    text, text_mask = batch["text"], batch["text_mask"]
+    if args.caption_shape:
+        text, text_mask = generator.encode_prompts([with_shape(c, args.caption_shape) for c in captions])
+
     @jax.jit
     def log_probs(ids_in):
         logits = generator.model.apply(
@@ -84,8 +104,8 @@ def main(argv: list[str]) -> int:
             ids_in,
             jnp.full((n,), t, jnp.int32),
             jnp.asarray(batch["fps"]),
-            jnp.asarray(batch["text"]),
-            jnp.asarray(batch["text_mask"]),
+            jnp.asarray(text),
+            jnp.asarray(text_mask),
         )
         return jax.nn.log_softmax(logits, axis=-1)
 
@@ -95,7 +115,8 @@ def main(argv: list[str]) -> int:
     ce = -np.asarray(jnp.take_along_axis(log_p, jnp.asarray(ids)[..., None], -1)[..., 0])
     background = np.bincount(ids.reshape(-1), minlength=num_codes).argmax()
 
-    print(f"{n} clips of the token cache, {args.fraction:.0%} of the codes redrawn (timestep {t})")
+    swapped = f", every caption's shape word -> {args.caption_shape!r}" if args.caption_shape else ""
+    print(f"{n} clips of the token cache, {args.fraction:.0%} of the codes redrawn (timestep {t}){swapped}")
     results = {name: judged(generator.decode(codes), captions, shapes) for name, codes in
                (("true codes", ids), ("argmax refill", argmax), ("drawn refill", drawn))}  # fmt: skip
     for shape in SHAPES:
