@@ -145,7 +145,7 @@ def noisy_inputs(
 def check_t_sampling(diffusion_cfg) -> str:
     """config.diffusion.t_sampling, checked: anything but uniform only with the masked CE (the VLB is an
     expectation over t ~ U[0, T) and would be biased)."""
-    how = diffusion_cfg.get("t_sampling", "uniform")  # runs written before the key existed: uniform
+    how = diffusion_cfg.t_sampling
     if how not in T_SAMPLINGS:
         raise ValueError(f"diffusion.t_sampling={how!r}: use one of {T_SAMPLINGS}")
     if how != "uniform" and diffusion_cfg.objective != "masked_ce":
