@@ -136,8 +136,14 @@ _QUICKSTART = dict(
     model=dict(
         _COARSE["model"],
         down_space=(False, False),
+        # Time x2 (17 frames -> 9 latent frames): a code spans 2 frames, not 4, so a moving object's corners need
+        # not be drawn at four positions from one code.
+        down_time=(True, False),
         refine_channels=16,
-        quantizer=dict(_COARSE["model"]["quantizer"], num_codes=256),
+        # The decoder learns to draw clean objects from partly wrong codes, as the denoiser's are.
+        code_noise=0.1,
+        # No dead-code restart: it spent codes on empty background (docs/results/t2v_sampling.md).
+        quantizer=dict(_COARSE["model"]["quantizer"], num_codes=256, restart=False),
     ),
     train=dict(_COARSE["train"], steps=1600, ckpt_every=800, eval_every=800, sample_every=1600),
 )
