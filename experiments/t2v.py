@@ -37,7 +37,7 @@ WORKDIR_OF_TOKENIZER/token_cache_train (resumable; about 20 seconds). Choices (p
 diffusion, T=100, linear γ̄, x0-parameterisation, the masked CE with uniform weight (MaskGIT's; the VLB is
 quickstart_vlb), the pooled caption in the adaLN condition beside cross-attention, text dropped with p=0.1;
 sampling in MaskGIT's confidence order, 16 steps, then 16 refinement rounds (20% of the codes redrawn each), all
-at temperature 0.2, CFG scale 3.
+at temperature 0.2, CFG scale 2 (3 before the time x2 tokenizer).
 
 On the time x2, code-noise tokenizer (vae.py:quickstart now) it judged 90.6% / 79.7% fully correct (seen /
 held-out, 64 each; squares 73% / 31%, circles 100%, triangles 100% / 96%), 26 minutes on one core while the other
@@ -144,7 +144,7 @@ _COARSE = dict(
     ),
     eval=dict(num_videos=32, batch_size=16),
 )  # fmt: skip
-# The demo's: 5x8x8 codes of vae.py:quickstart (K=256) as 5x4x4 tokens of 1x2x2 codes, masked CE (uniform weight),
+# The demo's: 9x8x8 codes of vae.py:quickstart (K=256) as 9x4x4 tokens of 1x2x2 codes, masked CE (uniform weight),
 # plain self-attention (ahead of every spectral mode at equal wall time: ABLATIONS above).
 _QUICKSTART = dict(
     _COARSE,
@@ -154,6 +154,9 @@ _QUICKSTART = dict(
     tokens=dict(_COARSE["tokens"], tokenizer_workdir="runs/quickstart/vae"),
     diffusion=dict(objective="masked_ce", ce_weighting="uniform"),
     train=dict(_COARSE["train"], steps=1600, ckpt_every=400, eval_every=800, sample_every=800),
+    # CFG 2 instead of 3: on the time x2 code-noise tokens stronger guidance costs squares; ahead on both models
+    # and both seeds tried (docs/results/t2v_sampling.md, last table).
+    sample=dict(_COARSE["sample"], guidance_scale=2.0),
 )
 
 # The paper scale (the notes' L: width 2560, depth 40, heads 40, ~5.9B parameters) on the tokens of vae.py:L
