@@ -39,9 +39,9 @@ quickstart_vlb), the pooled caption in the adaLN condition beside cross-attentio
 sampling in MaskGIT's confidence order, 16 steps, then 16 refinement rounds (20% of the codes redrawn each), all
 at temperature 0.2, CFG scale 2 (3 before the time x2 tokenizer).
 
-On the time x2, code-noise tokenizer (vae.py:quickstart now) it judged 90.6% / 79.7% fully correct (seen /
-held-out, 64 each; squares 73% / 31%, circles 100%, triangles 100% / 96%), 26 minutes on one core while the other
-was busy; on the same tokenizer without code noise 60.9% / 68.8%, with almost no squares
+On the time x2, code-noise tokenizer (vae.py:quickstart now) it judged 90.6% / 79.7% fully correct with CFG 3
+(seen / held-out, 64 each; squares 73% / 31%, circles 100%, triangles 100% / 96%; 98.4% / 90.6% with CFG 2), 26
+minutes on one core while the other was busy; through `make demo` 82.8% / 90.6% (CFG 3) and 87.5% / 92.2% (CFG 2); on the same tokenizer without code noise 60.9% / 68.8%, with almost no squares
 (docs/results/t2v_sampling.md, last section). The rows and ablations below were measured on the time x4
 tokenizer (5x8x8 codes, 80 tokens) that was the quickstart's before.
 

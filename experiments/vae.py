@@ -62,7 +62,7 @@ minutes on 2 cores); at time x2 95.3% (30.12 dB, 64 held-out clips, about 14 min
 model.code_noise=0.1 (the decoder trained with 10% of its input codes replaced by random ones, so it draws clean
 objects from codes a denoiser got partly wrong) and no dead-code restart (it spent codes on empty background):
 its own reconstructions keep less (29.65 dB, 85.9% fully kept, squares 59%) but the text-to-video stage on its
-tokens is the first to reach the targets (experiments/t2v.py; docs/results/t2v_sampling.md, last section).
+tokens is the first to draw squares in most square captions (experiments/t2v.py; docs/results/t2v_sampling.md).
 Before these two changes (time x4, restart on, no code noise) quickstart_fine's 2400 steps kept 94.5%. Tried and not kept: an L1 loss on spatial pixel differences
 (loss.gradient_l1=2: 20.2 dB and 31% shape kept at step 1000 against 26.1 dB and 56% without; it pulls towards
 the flat black frame as L1 alone does). Measured, not the default: loss.foreground_weight=4 (pixel losses
