@@ -288,3 +288,47 @@ def test_confidence_refinement_keeps_an_oracle_target_and_is_dropped_for_the_pos
             "confidence", _oracle(target), sched, jax.random.key(2), grid_thw=GRID, text_bld=text,
             text_mask_bl=mask, fps_b=fps, refine_steps=2, refine_fraction=1.0,
         )  # fmt: skip
+
+
+def test_confidence_sampler_from_init_ids_draws_only_the_masked_positions():
+    """Inpainting: known positions stay as given, each example's [MASK] positions follow the curve scaled to
+    their number, and refinement rounds redraw only them."""
+    sched = S.make_schedule(K, 30, kind="absorbing")
+    num_tokens, n = int(np.prod(GRID)), 4
+    target = jax.random.randint(jax.random.key(1), (B, *GRID), 0, K, dtype=jnp.int32)
+    known = (target + 1) % K  # never what the oracle predicts
+    drawable = np.zeros((B, num_tokens), bool)
+    drawable[0, :] = True  # everything
+    drawable[1, 3:13] = True  # 10 positions
+    drawable[2, 5] = True  # one position
+    drawable = drawable.reshape(B, *GRID)
+    init = jnp.where(drawable, K, known)
+    seen_masked = []
+
+    def denoise(ids, t_b, fps_b, text_bld, text_mask_bl):
+        jax.debug.callback(lambda m: seen_masked.append(np.asarray(m)), (ids == K).sum(axis=(1, 2, 3)))
+        return _oracle(target)(ids, t_b, fps_b, text_bld, text_mask_bl)
+
+    text, mask, fps = _text()
+    ids = SM.sample(
+        "confidence", denoise, sched, jax.random.key(2), grid_thw=GRID, text_bld=text, text_mask_bl=mask,
+        fps_b=fps, num_steps=n, init_ids=init, refine_steps=3, refine_fraction=0.25,
+    )  # fmt: skip
+    jax.effects_barrier()
+    ids = np.asarray(ids)
+    np.testing.assert_array_equal(ids[drawable], np.asarray(target)[drawable])
+    np.testing.assert_array_equal(ids[~drawable], np.asarray(known)[~drawable])
+    seen = np.stack(seen_masked)
+    counts = SM.masked_counts(num_tokens, n, "cosine", sched)
+    per_example = np.array([num_tokens, 10, 1])
+    expected = per_example[None] * np.concatenate([[num_tokens], counts[:-1]])[:, None] // num_tokens
+    np.testing.assert_array_equal(seen[:n], expected)
+    np.testing.assert_array_equal(seen[n:], np.tile([round(0.25 * num_tokens), 2, 1], (3, 1)))
+    # Without init_ids the chain is the all-[MASK] one, bit for bit.
+    plain = functools.partial(
+        SM.sample, "confidence", _text_dependent, sched, jax.random.key(4), grid_thw=GRID, text_bld=text,
+        text_mask_bl=mask, fps_b=fps, num_steps=n, refine_steps=2,
+    )  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(plain()), np.asarray(plain(init_ids=jnp.full((B, *GRID), K, jnp.int32)))
+    )

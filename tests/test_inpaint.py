@@ -306,7 +306,34 @@ def test_eval_inpaint_command(trained, tmp_path):
     sheet = tmp_path / "none.png"
     assert eval_command.main(["inpaint", f"--ckpt={trained['t2v']}", f"--out={tmp_path / 'n.json'}",
                               "--num_clips=1", "--steps=3", f"--sheet={sheet}"]) == 0  # fmt: skip
-    assert sheet.exists() and json.loads((tmp_path / "n.json").read_text())["protocol"]["fine_tuned"] is False
+    protocol = json.loads((tmp_path / "n.json").read_text())["protocol"]
+    assert sheet.exists() and protocol["fine_tuned"] is False and protocol["paste_every_step"] is False
+    assert protocol["sampler"]["method"] == "posterior"  # the tiny t2v run's
+    assert eval_command.main(["inpaint", f"--ckpt={trained['inpaint']}", f"--out={tmp_path / 'p.json'}",
+                              "--num_clips=1", "--steps=3", "--paste_every_step"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "p.json").read_text())["protocol"]["paste_every_step"] is True
+
+
+def test_inpainter_samples_with_the_runs_sampler_from_the_known_tokens(trained):
+    import ml_collections
+
+    from motionaura_jax.data.synthetic import MovingShapes
+    from motionaura_jax.pipelines.inpaint import Inpainter, sampler_options
+
+    clip = MovingShapes(frames=5, size=16, split="heldout")[0]
+    inpainter = Inpainter.load(trained["inpaint"])
+    inpainter.config.sample.update(dict(method="confidence", refine_steps=2, paste_every_step=True))
+    result = inpainter.inpaint(clip["video"][None], clip["masks"][None], clip["sketch"][None], [clip["caption"]],
+                               num_steps=3)  # fmt: skip
+    region = result["region"]
+    assert region.any() and not region.all() and result["ids"].max() < inpainter.schedule.num_codes
+    np.testing.assert_array_equal(result["ids"][~region], result["source_ids"][~region])
+    assert sampler_options(inpainter.config.sample)["refine_steps"] == 2
+    # A run saved before the sampler keys existed samples as it did: the posterior chain.
+    assert sampler_options(ml_collections.ConfigDict(dict(num_steps=50))) == {
+        "method": "posterior",
+        "temperature_end": None,
+    }
 
 
 def test_full_finetune_arm_learns(trained):

@@ -10,7 +10,7 @@ import pytest
 
 from motionaura_jax.configs.vae import mask_config, model_config
 from motionaura_jax.models import layers
-from motionaura_jax.models.vqvae import VQVAE, compression
+from motionaura_jax.models.vqvae import VQVAE, compression, neighbour_ids
 from motionaura_jax.train.vae import mask_clip
 
 
@@ -266,3 +266,22 @@ def test_code_noise_replaces_the_decoders_codes_in_training_only():
     np.testing.assert_array_equal(
         np.asarray(run(model, x_a, False)["recon"]), np.asarray(run(clean_model, x_a, False)["recon"])
     )
+
+
+def test_neighbour_code_noise_takes_each_code_from_within_one_step():
+    ids = jnp.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)  # every position its own id
+    out = np.asarray(neighbour_ids(ids, jax.random.PRNGKey(0)))
+    b, t, h, w = np.unravel_index(out, ids.shape)
+    grid_b, grid_t, grid_h, grid_w = np.indices(ids.shape)
+    assert np.all(b == grid_b)
+    for src, dst in ((t, grid_t), (h, grid_h), (w, grid_w)):
+        assert np.abs(src - dst).max() == 1  # moved, and never by more than one step
+    assert 0.5 < np.mean(out != np.asarray(ids)) < 1.0  # most positions take another's code
+    config = tiny_config(code_noise_neighbour=1.0)
+    config.quantizer.ema, config.quantizer.restart = False, False
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 5, 16, 16, 3), minval=-1, maxval=1)
+    model, variables = build(config, x)
+    rngs = {"code_noise": jax.random.PRNGKey(1)}
+    noisy = model.apply(variables, x, train=True, mutable=("vq",), rngs=rngs)[0]["recon"]
+    clean = model.apply(variables, x, train=False, mutable=("vq",))[0]["recon"]
+    assert float(jnp.max(jnp.abs(noisy - clean))) > 1e-3

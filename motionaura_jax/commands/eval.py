@@ -188,6 +188,12 @@ def _inpaint(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paste_pixels", action="store_true", help="copy input pixels outside the mask")
     parser.add_argument("--drop_shape_word", action="store_true", help="prompt without the shape word")
+    parser.add_argument(
+        "--paste_every_step",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the chain from the known tokens (default: the run's sample.paste_every_step)",
+    )
     parser.add_argument("--sheet", default="", help="also write a contact sheet PNG of a few clips here")
     try:
         args = parser.parse_args(argv)
@@ -213,7 +219,7 @@ def _inpaint(argv: list[str]) -> int:
     config = inpainter.config
     num_clips = args.num_clips or (int(config.eval.num_clips) if "num_clips" in config.eval else 16)
     settings = dict(split=args.split, num_steps=args.steps, seed=args.seed, paste_pixels=args.paste_pixels,
-                    drop_shape_word=args.drop_shape_word)  # fmt: skip
+                    drop_shape_word=args.drop_shape_word, paste_every_step=args.paste_every_step)  # fmt: skip
     metrics, details = inpaint_eval.evaluate(inpainter, config, num_clips, **settings)
     out = args.out or str(paths.as_path(args.ckpt) / "eval_inpaint.json")
     protocol = inpaint_eval.protocol(config, inpainter, **settings)

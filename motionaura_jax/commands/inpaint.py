@@ -33,7 +33,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paste_pixels", action="store_true", help="copy input pixels outside the mask")
     parser.add_argument(
-        "--paste_every_step", action="store_true", help="keep the known tokens through the chain (absorbing)"
+        "--paste_every_step",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the known tokens through the chain (absorbing; default: the run's sample.paste_every_step)",
     )
     parser.add_argument("--tokens", default="", help="also write the ids (and the token region) to this .npz")
     return parser.parse_args(argv)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from motionaura_jax.configs import base, data
+from motionaura_jax.configs import base, data, t2v
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -59,8 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.train.update(dict(steps=1000, batch_size=16, lr=1e-3, weight_decay=0.0))
     config.train.text_drop_prob = 0.1
-    config.sample = ml_collections.ConfigDict(
-        dict(num_clips=4, split="heldout", num_steps=50, guidance_scale=3.0, temperature=1.0, fps=8.0, seed=0)
-    )
+    # The text-to-video sampler's keys (method, guidance, temperature, refinement), plus: the examples drawn in
+    # training, and whether the chain starts from the known tokens (kept, absorbing) or from all-[MASK] with
+    # the paste-back at the end only.
+    config.sample = t2v.sample_config()
+    config.sample.update(dict(num_clips=4, split="heldout", paste_every_step=False))
     config.eval = ml_collections.ConfigDict(dict(num_clips=16, batch_size=8, split="heldout"))
     return config

@@ -93,6 +93,26 @@ def diffusion_config() -> ml_collections.ConfigDict:
     )
 
 
+def sample_config() -> ml_collections.ConfigDict:
+    """The sampler's keys (diffusion/sampler.py), shared by `config.sample` of the t2v and inpaint stages."""
+    return ml_collections.ConfigDict(
+        dict(
+            num_steps=50,
+            guidance_scale=3.0,
+            temperature=1.0,
+            fps=8.0,
+            seed=0,
+            method="posterior",  # or "confidence" (MaskGIT order; absorbing only): diffusion/sampler.py
+            temperature_end=0.0,  # > 0: the temperature ramps linearly to this over the steps
+            mask_curve="cosine",  # confidence: how many stay masked after each step ("linear", "diffusion")
+            choice_temperature=4.5,  # confidence: MaskGIT's annealed Gumbel noise on the choice
+            frame_order=0.0,  # confidence: > 0 reveals earlier latent frames first (diffusion/sampler.py)
+            refine_steps=0,  # confidence: Gibbs rounds after decoding, each redrawing refine_fraction of the codes
+            refine_fraction=0.2,
+        )
+    )
+
+
 def get_config() -> ml_collections.ConfigDict:
     """Every key of the text-to-video stage with its default; experiments start here and override."""
     config = base.get_config("t2v")
@@ -118,22 +138,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.train.update(dict(steps=1000, batch_size=16, lr=3e-4, weight_decay=0.01))
     config.train.text_drop_prob = 0.1
-    config.sample = ml_collections.ConfigDict(
-        dict(
-            prompts=("a red circle moving left", "a blue square moving up"),
-            num_steps=50,
-            guidance_scale=3.0,
-            temperature=1.0,
-            fps=8.0,
-            seed=0,
-            method="posterior",  # or "confidence" (MaskGIT order; absorbing only): diffusion/sampler.py
-            temperature_end=0.0,  # > 0: the temperature ramps linearly to this over the steps
-            mask_curve="cosine",  # confidence: how many stay masked after each step ("linear", "diffusion")
-            choice_temperature=4.5,  # confidence: MaskGIT's annealed Gumbel noise on the choice
-            frame_order=0.0,  # confidence: > 0 reveals earlier latent frames first (diffusion/sampler.py)
-            refine_steps=0,  # confidence: Gibbs rounds after decoding, each redrawing refine_fraction of the codes
-            refine_fraction=0.2,
-        )
-    )
+    config.sample = sample_config()
+    config.sample.prompts = ("a red circle moving left", "a blue square moving up")
     config.eval = ml_collections.ConfigDict(dict(num_videos=16, batch_size=8))
     return config

@@ -86,6 +86,9 @@ def model_config() -> ml_collections.ConfigDict:
             mfi_hidden=128,
             mask=mask_config(),
             code_noise=0.0,  # training only: share of the decoder's input codes replaced by random ones
+            # training only: share of the decoder's input codes replaced by that of a random position at most one
+            # step away in (t, h, w): an outline drawn one code off, as a generator gets it wrong
+            code_noise_neighbour=0.0,
         )
     )
 

@@ -289,6 +289,7 @@ def sample_tokens_confidence(
     refine_fraction: float = 0.2,
     null_text_bld: jax.Array | None = None,
     null_text_mask_bl: jax.Array | None = None,
+    init_ids: jax.Array | None = None,
 ) -> jax.Array:
     """MaskGIT decoding from all-[MASK]: code ids (B, T', H', W') int32 in [0, K). Jittable like
     `sample_tokens`. num_steps defaults to min(T, number of tokens); choice_temperature = 0 keeps the
@@ -300,7 +301,12 @@ def sample_tokens_confidence(
     `refine_fraction` of the positions and redraws them given all the others (at the last step's temperature).
     Parallel decoding draws the positions revealed in one step independently of each other, so neighbouring
     codes of an object can disagree (an outline that changes from code to code); a redrawn code sees its
-    final neighbours."""
+    final neighbours.
+
+    `init_ids` (B, T', H', W') starts from given ids instead: positions holding [MASK] (= K) are drawn, the others
+    are known and kept to the end (inpainting). Each example's masked count follows the curve scaled to its own
+    number of masked positions, the timesteps follow the masked share of those positions, and refinement
+    redraws only them."""
     if not schedule.absorbing:
         raise ValueError(
             'the confidence sampler needs diffusion.kind="absorbing" (a mask-and-replace denoiser expects '
@@ -322,6 +328,15 @@ def sample_tokens_confidence(
     frame_of = np.repeat(np.arange(grid[0]), int(np.prod(grid[1:])))  # latent frame of each flat position
     order_penalty = jnp.asarray(float(frame_order) * frame_of, jnp.float32)
 
+    if init_ids is None:
+        ids0 = jnp.full((batch, *grid), mask_id, jnp.int32)
+    else:
+        ids0 = jnp.asarray(init_ids, jnp.int32)
+        if ids0.shape != (batch, *grid):
+            raise ValueError(f"init_ids {ids0.shape} must be (batch, *grid_thw) = {(batch, *grid)}")
+    drawable_bn = ids0.reshape(batch, num_tokens) == mask_id
+    num_drawable_b1 = drawable_bn.sum(axis=-1, keepdims=True).astype(jnp.int32)
+
     def body(i: jax.Array, state: SamplerState) -> SamplerState:
         ids = state.ids
         t_b = jnp.full((batch,), timesteps_j[i], jnp.int32)
@@ -336,11 +351,10 @@ def sample_tokens_confidence(
         confidence = jnp.where(masked, confidence, jnp.inf)  # revealed positions are never masked again
         # Rank per example (0 = least confident); the counts[i] least confident stay [MASK], exactly.
         rank = jnp.argsort(jnp.argsort(confidence, axis=-1), axis=-1)
-        keep_masked = rank < counts_j[i]
+        keep_masked = rank < num_drawable_b1 * counts_j[i] // num_tokens  # the curve, scaled per example
         new = jnp.where(masked, jnp.where(keep_masked, mask_id, drawn), flat)
         return SamplerState(step=state.step + 1, ids=new.reshape(ids.shape), rng=rng)
 
-    ids0 = jnp.full((batch, *grid), mask_id, jnp.int32)
     state = SamplerState(step=jnp.zeros((), jnp.int32), ids=ids0, rng=rng)
     state = jax.lax.fori_loop(0, n, body, state)
     if refine_steps <= 0:
@@ -349,13 +363,18 @@ def sample_tokens_confidence(
         raise ValueError(f"refine_fraction must be in (0, 1), got {refine_fraction}")
     num_redrawn = max(1, int(round(refine_fraction * num_tokens)))
     refine_t = jnp.asarray(timesteps_for_masked(schedule, np.array([num_redrawn / num_tokens]))[0], jnp.int32)
+    # Per example: the same share of its drawable positions (all of them without init_ids), at least one.
+    redrawn_b1 = jnp.minimum(
+        num_drawable_b1, jnp.maximum(1, jnp.round(refine_fraction * num_drawable_b1)).astype(jnp.int32)
+    )
 
     def refine(i: jax.Array, state: SamplerState) -> SamplerState:
         flat = state.ids.reshape(batch, num_tokens)
         rng, rng_pick, rng_draw = jax.random.split(state.rng, 3)
-        # A uniformly random subset of exactly num_redrawn positions per example.
-        order = jnp.argsort(jax.random.uniform(rng_pick, flat.shape), axis=-1)
-        redraw = jnp.argsort(order, axis=-1) < num_redrawn
+        # A uniformly random subset of exactly redrawn_b1 drawable positions per example (known ones rank last).
+        scores = jnp.where(drawable_bn, jax.random.uniform(rng_pick, flat.shape), 2.0)
+        order = jnp.argsort(scores, axis=-1)
+        redraw = jnp.argsort(order, axis=-1) < redrawn_b1
         masked = jnp.where(redraw, mask_id, flat).reshape(state.ids.shape)
         log_p = x0_log_probs(masked, jnp.full((batch,), refine_t), temps[-1]).reshape(batch, num_tokens, -1)
         drawn = jnp.argmax(log_p + jax.random.gumbel(rng_draw, log_p.shape), axis=-1).astype(jnp.int32)
@@ -367,15 +386,13 @@ def sample_tokens_confidence(
 
 def sample(method: str, *args, **kwargs) -> jax.Array:
     """`sample_tokens` (method "posterior") or `sample_tokens_confidence` ("confidence"), same arguments;
-    options only one of them knows (mask_curve, choice_temperature, frame_order, refine_steps,
-    refine_fraction; init_ids) are dropped for the other."""
+    options only the confidence method knows (mask_curve, choice_temperature, frame_order, refine_steps,
+    refine_fraction) are dropped for the posterior chain."""
     if method == "posterior":
         for key in CONFIDENCE_OPTIONS:
             kwargs.pop(key, None)
         return sample_tokens(*args, **kwargs)
     if method == "confidence":
-        if kwargs.pop("init_ids", None) is not None:
-            raise ValueError("the confidence sampler starts from all-[MASK]; init_ids is not supported")
         return sample_tokens_confidence(*args, **kwargs)
     raise ValueError(f"sample.method {method!r} is not one of {METHODS}")
 

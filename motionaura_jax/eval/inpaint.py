@@ -20,6 +20,7 @@ import numpy as np
 
 from motionaura_jax.data.synthetic import MovingShapes, parse_caption
 from motionaura_jax.eval import judge
+from motionaura_jax.pipelines.inpaint import sampler_options
 
 PSNR_CAP = 100.0  # dB reported for an exact match (zero error), so the JSON stays finite
 
@@ -67,6 +68,7 @@ def evaluate(
     seed: int = 0,
     paste_pixels: bool = False,
     drop_shape_word: bool = False,
+    paste_every_step: bool | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, per-clip details) over `num_clips` clips of `split` (default eval.split)."""
     split = split or str(config.eval.split)
@@ -82,8 +84,9 @@ def evaluate(
         captions = [c["caption"] for c in chunk]
         prompts = [without_shape(c) for c in captions] if drop_shape_word else captions
         out = inpainter.inpaint(
-            video, masks, sketch, prompts, num_steps=num_steps, seed=seed + start, paste_pixels=paste_pixels
-        )
+            video, masks, sketch, prompts, num_steps=num_steps, seed=seed + start, paste_pixels=paste_pixels,
+            paste_every_step=paste_every_step,
+        )  # fmt: skip
         recon, _ = inpainter.tokenizer.reconstruct(video.astype(np.float32) / 127.5 - 1.0)
         recon_u8 = np.clip(np.round((recon + 1.0) * 127.5), 0, 255).astype(np.uint8)
         outside = ~out["pixel_region"]
@@ -115,7 +118,8 @@ def evaluate(
 
 
 def protocol(config: ml_collections.ConfigDict, inpainter, **kwargs: Any) -> dict[str, Any]:
-    return {
+    kwargs.setdefault("paste_every_step", None)
+    protocol = {
         "data": f"Moving Shapes {config.data.frames}x{config.data.size}², split {kwargs.get('split')}",
         "region": f"object masks dilated by {inpainter.mask_dilate} px, blacked out, regenerated",
         "fine_tuned": bool(inpainter.fine_tuned),
@@ -124,8 +128,15 @@ def protocol(config: ml_collections.ConfigDict, inpainter, **kwargs: Any) -> dic
         "psnr_outside": "PSNR (range [-1,1]) over pixels outside the dilated mask, pooled over clips; "
         "psnr_outside_recon is the tokenizer's own reconstruction of the input there",
         "judge": judge.judge_protocol(),
+        "sampler": {
+            **sampler_options(config.sample),
+            **{k: config.sample[k] for k in ("num_steps", "guidance_scale", "temperature")},
+        },
         **{k: v for k, v in kwargs.items() if k != "split"},
     }
+    if protocol["paste_every_step"] is None:
+        protocol["paste_every_step"] = bool(config.sample.get("paste_every_step", False))
+    return protocol
 
 
 def write_examples(

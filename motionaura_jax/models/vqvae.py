@@ -242,23 +242,44 @@ class VQVAE(nn.Module):
 
     def __call__(self, x_bthwc: jax.Array, *, train: bool = False) -> dict:
         z, q = self.encode(x_bthwc, train=train)
-        z_q = self._code_noise(q) if train and self.config.code_noise > 0 else q.z_q
+        noisy = self.config.code_noise > 0 or self.config.get("code_noise_neighbour", 0.0) > 0
+        z_q = self._code_noise(q) if train and noisy else q.z_q
         out = {"recon": self.decode(z_q), "ids": q.ids, "z": z, "vq_loss": q.loss, "metrics": q.metrics}
         if self.config.mfi:
             out["mfi_logits"] = self.mfi(z, x_bthwc.shape[1])
         return out
 
     def _code_noise(self, q: QuantizerOutput) -> jax.Array:
-        """The decoder's input with a random `code_noise` share of the positions given a uniformly random code
-        instead of their own (rng stream "code_noise"): the decoder learns to draw clean objects from codes a
+        """The decoder's input with some positions given another code than their own (rng stream "code_noise"):
+        a `code_noise` share a uniformly random code, then a `code_noise_neighbour` share the code of a random
+        position at most one step away in each of (t, h, w). The decoder learns to draw clean objects from codes a
         generator got partly wrong. The quantizer's losses and statistics stay those of the true codes."""
-        rng_where, rng_code = jax.random.split(self.make_rng("code_noise"))
-        replaced = jax.random.uniform(rng_where, q.ids.shape) < self.config.code_noise
-        random_ids = jax.random.randint(rng_code, q.ids.shape, 0, int(self.config.quantizer.num_codes))
-        z_random = lookup_codes(
-            self.quantizer.variables, self.config.quantizer, random_ids, self.config.z_channels
-        )
-        return jnp.where(replaced[..., None], z_random.astype(q.z_q.dtype), q.z_q)
+        rng = self.make_rng("code_noise")
+        ids, replaced = q.ids, jnp.zeros(q.ids.shape, bool)
+        if self.config.code_noise > 0:
+            rng_where, rng_code = jax.random.split(rng)
+            random_ids = jax.random.randint(rng_code, ids.shape, 0, int(self.config.quantizer.num_codes))
+            replaced = jax.random.uniform(rng_where, ids.shape) < self.config.code_noise
+            ids = jnp.where(replaced, random_ids, ids)
+        if self.config.get("code_noise_neighbour", 0.0) > 0:
+            rng_where, rng_code = jax.random.split(jax.random.fold_in(rng, 1))
+            moved = jax.random.uniform(rng_where, ids.shape) < self.config.code_noise_neighbour
+            ids = jnp.where(moved, neighbour_ids(ids, rng_code), ids)
+            replaced = replaced | moved
+        z_noisy = lookup_codes(self.quantizer.variables, self.config.quantizer, ids, self.config.z_channels)
+        return jnp.where(replaced[..., None], z_noisy.astype(q.z_q.dtype), q.z_q)
+
+
+def neighbour_ids(ids_bthw: jax.Array, rng: jax.Array) -> jax.Array:
+    """Each position's id replaced by that of a random position at most one step away along t, h and w
+    (clipped at the borders; the offset may be zero)."""
+    b, t, h, w = ids_bthw.shape
+    offsets = jax.random.randint(rng, (3, b, t, h, w), -1, 2)
+    grid = jnp.meshgrid(jnp.arange(t), jnp.arange(h), jnp.arange(w), indexing="ij")
+    t_idx, h_idx, w_idx = (
+        jnp.clip(g[None] + o, 0, n - 1) for g, o, n in zip(grid, offsets, (t, h, w), strict=True)
+    )
+    return ids_bthw[jnp.arange(b)[:, None, None, None], t_idx, h_idx, w_idx]
 
 
 def compression(config: ml_collections.ConfigDict) -> tuple[int, int]:

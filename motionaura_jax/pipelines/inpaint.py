@@ -31,8 +31,9 @@ import numpy as np
 
 from motionaura_jax import runs
 from motionaura_jax.configs import inpaint as inpaint_configs
+from motionaura_jax.configs import t2v as t2v_configs
 from motionaura_jax.data.video_io import contact_sheet, to_uint8
-from motionaura_jax.diffusion.sampler import sample_tokens
+from motionaura_jax.diffusion.sampler import options_from_config, sample
 from motionaura_jax.diffusion.schedule import schedule_from_config
 from motionaura_jax.models.denoiser import SpectralDenoiser
 from motionaura_jax.models.inpaint import build_trainables, denoiser_params, lora_config_for
@@ -307,6 +308,7 @@ class Inpainter:
         # Keyed by the config too, and shared by every Inpainter of this process: the jitted chain depends on
         # nothing else, so loading the same run again (eval after a command, a train hook) compiles nothing.
         key = (self.config.to_json(), self.fine_tuned, num_steps, guidance, temperature, grid, init)
+        options = sampler_options(self.config.sample)
         if key in _SAMPLERS:
             return _SAMPLERS[key]
         model, schedule, fine_tuned = self.model, self.schedule, self.fine_tuned
@@ -335,7 +337,8 @@ class Inpainter:
                     extra_tokens_bsd=jnp.concatenate([tokens] * reps),
                 )
 
-            return sample_tokens(
+            return sample(
+                options["method"],
                 denoise,
                 schedule,
                 rng,
@@ -347,6 +350,7 @@ class Inpainter:
                 guidance_scale=guidance,
                 temperature=temperature,
                 init_ids=init_ids if init else None,
+                **{k: v for k, v in options.items() if k != "method"},
             )
 
         _SAMPLERS[key] = jax.jit(run)
@@ -365,13 +369,14 @@ class Inpainter:
         fps: float = 0.0,
         seed: int = 0,
         paste_pixels: bool = False,
-        paste_every_step: bool = False,
+        paste_every_step: bool | None = None,
     ) -> dict[str, np.ndarray]:
         """{"video" uint8 (B,T,H,W,3), "ids", "source_ids" (z_in), "context_ids" (z_m), "region" (token),
         "pixel_region" (dilated)}; 0 / None arguments take the run's `sample.*` values; a negative guidance
         scale turns guidance off.
-        `paste_every_step` starts the chain from the known tokens revealed (absorbing diffusion keeps them)
-        instead of from all-[MASK] with paste-back at the end only."""
+        `paste_every_step` (None: the run's `sample.paste_every_step`, False for a t2v run) starts the chain from
+        the known tokens revealed (absorbing diffusion keeps them) instead of from all-[MASK] with paste-back at
+        the end only. The sampler (method, refinement, ...) is the run's `sample.*`."""
         s = self.config.sample
         video = np.asarray(video_bthwc)
         if video.dtype != np.uint8:  # float in [-1, 1]
@@ -386,6 +391,8 @@ class Inpainter:
         text, mask = prompt_encoder(self.config, int(self.config.tokens.text_len) or None)(list(prompts))
         guidance: float | None = float(s.guidance_scale if guidance_scale is None else guidance_scale)
         guidance = None if guidance < 0 else guidance
+        if paste_every_step is None:
+            paste_every_step = bool(s.get("paste_every_step", False))
         init = bool(paste_every_step and self.schedule.absorbing)
         init_ids = np.where(region, self.schedule.num_codes, paste).astype(np.int32)
         run = self._sampler(
@@ -420,6 +427,14 @@ class Inpainter:
             "region": region,
             "pixel_region": pixel_region,
         }
+
+
+def sampler_options(sample_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The sampler method and its options from a run's `config.sample` (a t2v or inpaint run's; keys a run
+    saved before they existed take their defaults)."""
+    merged = t2v_configs.sample_config()
+    merged.update({k: sample_cfg[k] for k in merged if k in sample_cfg})
+    return options_from_config(merged)
 
 
 def inpaint_sheet(video: np.ndarray, masks: np.ndarray, sketch: np.ndarray, output: np.ndarray) -> np.ndarray:
