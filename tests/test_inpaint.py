@@ -357,6 +357,37 @@ def test_full_finetune_arm_learns(trained):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
+def test_shape_word_drop_trains_on_captions_without_the_shape_word(trained, tmp_path):
+    """inpaint.shape_word_drop: the cache (its own folder by default) also holds each caption's embedding
+    without the shape word, equal to encoding that caption; the stage trains on it; a cache without it is
+    refused by name."""
+    from motionaura_jax.data.synthetic import caption_without_shape
+    from motionaura_jax.data.token_cache import TokenCache
+    from motionaura_jax.pipelines.t2v import prompt_encoder
+    from motionaura_jax.train import inpaint as stage
+    from motionaura_jax.train import loop
+
+    overrides = [f"--config.inpaint.t2v_workdir={trained['t2v']}", "--config.mesh.num_devices=1",
+                 "--config.train.steps=2", "--config.inpaint.shape_word_drop=0.5"]  # fmt: skip
+    config = config_lib.load_config("experiments/inpaint.py:tiny", overrides)
+    result = loop.train(config, tmp_path / "run")
+    assert np.isfinite(result.last_metrics[LOSS_KEY])
+    folder = pathlib.Path(trained["t2v"]) / "inpaint_cache_train_noshape"
+    cache = TokenCache(folder)
+    stage.fill_from_t2v(config)
+    captions = [caption_without_shape(cache.caption(i)) for i in range(3)]
+    assert all(len(c.split()) == 4 for c in captions)
+    text, text_mask = prompt_encoder(config, int(config.tokens.text_len))(captions)
+    np.testing.assert_allclose(cache.extras["text_noshape"][:3], text, atol=1e-5)
+    np.testing.assert_array_equal(cache.extras["text_noshape_mask"][:3], text_mask)
+    config = config_lib.load_config(
+        "experiments/inpaint.py:tiny", [*overrides, f"--config.tokens.cache={folder}"]
+    )
+    config.inpaint.shape_word_drop = 0.0
+    with pytest.raises(ValueError, match="shape_word_drop"):
+        stage.ensure_inpaint_cache(config)
+
+
 def test_siglip_sketch_encoder_in_the_stage(trained, tmp_path):
     """inpaint.sketch_encoder=siglip (the paper's): a frozen SigLIP tower (tiny, random, saved by transformers)
     feeds the trainable MLP. Only the projector trains; the tower and the base stay bit-identical; the sketch

@@ -54,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
             # the target at its position, sketch tokens beside the text in cross-attention; any spectral mode)
             context_fusion="sequence",
             corrupt_region="all",  # corrupt "all" target tokens (the paper) or only the "masked" region's
+            # Share of training captions given without their shape word (Moving Shapes captions), so that the
+            # shape must come from the sketch: the caption names it otherwise and the sketch can be ignored
+            shape_word_drop=0.0,
             paste_from="input",  # paste-back source outside the region: "input" ids (z_in) or "masked" (z_m)
         )
     )

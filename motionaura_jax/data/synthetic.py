@@ -96,6 +96,11 @@ def parse_caption(caption: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def caption_without_shape(caption: str) -> str:
+    """'a red circle moving left' -> 'a red moving left' (every object of the caption)."""
+    return " and ".join(f"a {c} moving {d}" for c, _, d in parse_caption(caption))
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectSpec:
     """What to draw; the geometry fields left as None are sampled (so they stay in frame)."""

@@ -18,7 +18,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from motionaura_jax.data.synthetic import MovingShapes, parse_caption
+from motionaura_jax.data.synthetic import MovingShapes, caption_without_shape
 from motionaura_jax.eval import judge
 from motionaura_jax.pipelines.inpaint import sampler_options
 
@@ -36,12 +36,6 @@ def clips(config: ml_collections.ConfigDict, split: str, num_clips: int) -> list
         num_clips=max(1, num_clips),
     )
     return [data[i] for i in range(num_clips)]
-
-
-def without_shape(caption: str) -> str:
-    """'a red circle moving left' -> 'a red moving left' (every object of the caption)."""
-    parts = [f"a {c} moving {d}" for c, _, d in parse_caption(caption)]
-    return " and ".join(parts)
 
 
 def _sq_error_outside(a: np.ndarray, b: np.ndarray, outside: np.ndarray) -> tuple[float, int]:
@@ -82,7 +76,7 @@ def evaluate(
         masks = np.stack([c["masks"] for c in chunk])
         sketch = np.stack([c["sketch"] for c in chunk])
         captions = [c["caption"] for c in chunk]
-        prompts = [without_shape(c) for c in captions] if drop_shape_word else captions
+        prompts = [caption_without_shape(c) for c in captions] if drop_shape_word else captions
         out = inpainter.inpaint(
             video, masks, sketch, prompts, num_steps=num_steps, seed=seed + start, paste_pixels=paste_pixels,
             paste_every_step=paste_every_step,

@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 
 from motionaura_jax import paths, runs
 from motionaura_jax.data import token_cache
+from motionaura_jax.data.synthetic import caption_without_shape
 from motionaura_jax.data.token_cache import TokenCache
 from motionaura_jax.diffusion.losses import diffusion_losses
 from motionaura_jax.diffusion.schedule import schedule_from_config
@@ -48,6 +49,7 @@ from motionaura_jax.models.inpaint import (
     lora_config_for,
 )
 from motionaura_jax.pipelines.inpaint import dilate_masks, masked_video, token_region
+from motionaura_jax.pipelines.t2v import prompt_encoder
 from motionaura_jax.train.state import TrainState, gradient_step, make_optimizer
 from motionaura_jax.train.t2v import build_frozen_cache, cache_iterator, noisy_inputs
 from motionaura_jax.train.task import Task
@@ -98,12 +100,15 @@ def cache_dir(config: ml_collections.ConfigDict) -> epath.Path:
     t = config.tokens
     if t.cache:
         return paths.as_path(t.cache)
-    return paths.as_path(config.inpaint.t2v_workdir) / f"inpaint_cache_{t.split}"
+    # Captions without their shape word are one more field: such a cache gets its own default folder.
+    suffix = "_noshape" if shape_word_drop(config) else ""
+    return paths.as_path(config.inpaint.t2v_workdir) / f"inpaint_cache_{t.split}{suffix}"
 
 
-def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int):
+def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int, encode_text=None):
     """The token cache's inpainting fields of a batch: context_ids (ids of the masked video), region (token
-    region of the dilated mask) and sketch (uint8 (H, W))."""
+    region of the dilated mask) and sketch (uint8 (H, W)); with `encode_text`, also text_noshape and
+    text_noshape_mask (the caption without its shape word, for inpaint.shape_word_drop)."""
 
     def fields(clips: list[dict[str, Any]], video: np.ndarray) -> dict[str, np.ndarray]:
         if "masks" not in clips[0] or "sketch" not in clips[0]:
@@ -116,13 +121,34 @@ def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int):
         masks = np.stack([c["masks"] for c in clips] + [clips[-1]["masks"]] * pad)
         sketch = np.stack([c["sketch"] for c in clips] + [clips[-1]["sketch"]] * pad)
         region_px = dilate_masks(masks, mask_dilate)
-        return {
+        out = {
             "context_ids": np.asarray(encode_video(masked_video(video, region_px)), np.int32),
             "region": token_region(region_px, temporal, spatial),
             "sketch": sketch.astype(np.uint8),
         }
+        if encode_text is not None:
+            try:
+                captions = [caption_without_shape(c["caption"]) for c in clips]
+            except ValueError as error:
+                raise ValueError(
+                    f"inpaint.shape_word_drop > 0 needs Moving Shapes captions: {error}"
+                ) from None
+            text, text_mask = encode_text(captions + [captions[-1]] * pad)
+            out["text_noshape"], out["text_noshape_mask"] = (
+                np.asarray(text, np.float32),
+                np.asarray(text_mask),
+            )
+        return out
 
     return fields
+
+
+def shape_word_drop(config: ml_collections.ConfigDict) -> float:
+    """config.inpaint.shape_word_drop, checked (0 for a config saved before it existed)."""
+    p = float(config.inpaint.get("shape_word_drop", 0.0))
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"inpaint.shape_word_drop={p}: a probability in [0, 1]")
+    return p
 
 
 def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
@@ -130,10 +156,11 @@ def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
     folder = cache_dir(config)
     if not token_cache.is_complete(folder):
         t, dilate = config.tokens, int(config.inpaint.mask_dilate)
+        encode_text = prompt_encoder(config, int(t.text_len) or None) if shape_word_drop(config) else None
 
         def fields(tokenizer):
             temporal, spatial = tokenizer.compression
-            return extra_fields(tokenizer.encode, dilate, temporal, spatial)
+            return extra_fields(tokenizer.encode, dilate, temporal, spatial, encode_text)
 
         build_frozen_cache(
             config,
@@ -141,12 +168,18 @@ def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
             text_max_length=int(t.text_len) or None,
             identity={
                 "text_len": int(t.text_len),
-                "inpaint_fields": "context_ids,region,sketch",
+                "inpaint_fields": "context_ids,region,sketch"
+                + (",text_noshape" if shape_word_drop(config) else ""),
                 "mask_dilate": dilate,
             },
             extra_fields=fields,
         )
     cache = TokenCache(folder)
+    if bool(shape_word_drop(config)) != ("text_noshape" in cache.extras):
+        raise ValueError(
+            f"inpaint cache {folder} {'lacks' if shape_word_drop(config) else 'has'} the captions without their "
+            f"shape word, but inpaint.shape_word_drop={shape_word_drop(config)}; set tokens.cache to another folder"
+        )
     grid = tuple(int(g) for g in config.tokens.grid)
     if cache.grid != grid:
         raise ValueError(
@@ -182,7 +215,17 @@ def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora
     if config.inpaint.corrupt_region not in ("all", "masked"):
         raise ValueError(f"inpaint.corrupt_region={config.inpaint.corrupt_region!r}: use all or masked")
 
+    drop_shape = shape_word_drop(config)
+
     def train_step(state: InpaintState, batch: dict, rng: jax.Array, step: jax.Array):
+        if drop_shape > 0:  # some captions without their shape word: the sketch must say it
+            rng, rng_shape = jax.random.split(rng)
+            dropped = jax.random.bernoulli(rng_shape, drop_shape, (batch["text"].shape[0],))
+            batch = {
+                **batch,
+                "text": jnp.where(dropped[:, None, None], batch["text_noshape"], batch["text"]),
+                "text_mask": jnp.where(dropped[:, None], batch["text_noshape_mask"], batch["text_mask"]),
+            }
         ids, z_t, t_b, text, text_mask, rng_dropout = noisy_inputs(batch, rng, schedule, drop_prob)
         if region_only:  # the known tokens are given clean, as `--paste_every_step` inference gives them
             z_t = jnp.where(batch["region"], z_t, ids)
@@ -247,6 +290,15 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
 
     inpainter: dict[str, Any] = {}
 
+    def text_spec(batch: int, name: str) -> dict[str, jax.ShapeDtypeStruct]:
+        if name != "text" and not shape_word_drop(config):
+            return {}
+        length, dim = int(config.tokens.text_len), int(config.model.text_dim)
+        return {
+            name: jax.ShapeDtypeStruct((batch, length, dim), jnp.float32),
+            f"{name}_mask": jax.ShapeDtypeStruct((batch, length), jnp.bool_),
+        }
+
     def get_inpainter(state: InpaintState):
         from motionaura_jax.pipelines.inpaint import Inpainter
         from motionaura_jax.pipelines.tokenizer import Tokenizer
@@ -280,14 +332,12 @@ def make_task(config: ml_collections.ConfigDict, mesh: Mesh) -> Task:
         sample_fn=sample_fn,
         params_of=lambda state: state.params,
         batch_spec=lambda batch: {
-            "ids": jax.ShapeDtypeStruct((batch, *grid), jnp.int32),
+            **text_spec(batch, "text_noshape"),
             "context_ids": jax.ShapeDtypeStruct((batch, *grid), jnp.int32),
             "region": jax.ShapeDtypeStruct((batch, *grid), jnp.bool_),
             "sketch": jax.ShapeDtypeStruct((batch, size, size), jnp.uint8),
-            "text": jax.ShapeDtypeStruct(
-                (batch, int(config.tokens.text_len), int(config.model.text_dim)), jnp.float32
-            ),
-            "text_mask": jax.ShapeDtypeStruct((batch, int(config.tokens.text_len)), jnp.bool_),
+            **text_spec(batch, "text"),
+            "ids": jax.ShapeDtypeStruct((batch, *grid), jnp.int32),
             "fps": jax.ShapeDtypeStruct((batch,), jnp.float32),
             "index": jax.ShapeDtypeStruct((batch,), jnp.int32),
         },
