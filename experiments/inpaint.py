@@ -46,7 +46,15 @@ Choices where the paper is silent (each a switch under `config.inpaint`):
   11.6 minutes with the paper's sequence, over its budget), and it is the only way to inpaint the
   attention-free filter3d denoiser (t2v.py:quickstart_filter3d), which has no self-attention to read a context
   segment. The paper's sequence: inpaint.py:quickstart_sequence.
-- Inference: sample the target from all-[MASK], then paste back the tokens outside the region; the pasted
+- Caption: with `shape_word_drop` (quickstart: 1.0) a share of the training captions lose their shape word
+  ("a red moving left"), so the shape must come from the sketch; with the shape always named the sketch
+  could be ignored. The paper does not say how its sketch is made to matter.
+- Inference: sample the target from all-[MASK] (the paper), or with `sample.paste_every_step` (the
+  quickstart rows, with `corrupt_region="masked"` in training) from the known tokens, which stay; the
+  sampler is the run's `sample.*` (quickstart: t2v.py:quickstart's). Then paste back the tokens outside the
+  region. On Moving Shapes' black background the masked video shows nothing of the object, so an all-[MASK]
+  start tells the model nothing of where the region is: it draws the object anywhere and the paste-back cuts
+  it away (docs/inpaint.md, measured). The pasted
   tokens are the input video's own (`paste_from="input"`), which keeps the preserved region at the
   tokenizer's reconstruction quality (z_m's boundary tokens see the blacked-out pixels); "masked" pastes z_m.
 """
@@ -65,14 +73,23 @@ _QUICKSTART = dict(
     data=dict(source="synthetic", num_clips=2048),
     tokens=dict(shard_size=512, batch_size=32),
     # channel fusion: the sequence stays the target's 80 tokens (the demo's time budget), and any t2v mode fits.
+    # corrupt_region="masked" + sample.paste_every_step: trained and sampled with the known tokens given, so the
+    # model sees where the region is; shape_word_drop: no training caption names the shape, so the sketch
+    # is read (docstring).
     inpaint=dict(
-        t2v_workdir="runs/quickstart/t2v", sketch_channels=(16, 32, 64, 64), mask_dilate=2, context_fusion="channel"
+        t2v_workdir="runs/quickstart/t2v", sketch_channels=(16, 32, 64, 64), mask_dilate=2, context_fusion="channel",
+        corrupt_region="masked", shape_word_drop=1.0,
     ),
     train=dict(
         steps=800, batch_size=32, lr=1e-3, warmup=50, log_every=50, ckpt_every=400, eval_every=0,
         sample_every=400,
     ),
-    sample=dict(num_clips=4, num_steps=50, guidance_scale=3.0),
+    # The sampler of t2v.py:quickstart (MaskGIT order, 16 steps, 16 refinement rounds, T=0.2, CFG 2), from the
+    # known tokens.
+    sample=dict(
+        num_clips=4, method="confidence", num_steps=16, temperature=0.2, refine_steps=16, refine_fraction=0.2,
+        guidance_scale=2.0, paste_every_step=True,
+    ),
     eval=dict(num_clips=64, batch_size=16),
 )  # fmt: skip
 
