@@ -12,7 +12,7 @@
 | arg             | base run                 | clips        | fine-tune            | sketch encoder      | steps |
 |-----------------|--------------------------|--------------|----------------------|---------------------|-------|
 | tiny            | t2v.py:tiny (given)      | 16 5x16²     | LoRA r=1 (default)   | conv (8,16,16) → 16 tok | 3     |
-| quickstart      | runs/quickstart/t2v      | 2048 17x32²  | LoRA r=4 (default), context by channel | conv (16,32,64,64) → 16 tok | 800 |
+| quickstart      | runs/quickstart/t2v      | 2048 17x32²  | LoRA r=4 (default), context by channel; known tokens given, no shape word in captions | conv (16,32,64,64) → 16 tok | 800 |
 | quickstart_full | as quickstart            | 2048 17x32²  | full fine-tune, context by channel | as quickstart | 800 |
 | quickstart_sequence | as quickstart (a t2v run with self-attention) | 2048 17x32² | LoRA, the paper's [target ; context ; sketch] | as quickstart | 800 |
 
