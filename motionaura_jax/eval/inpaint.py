@@ -129,7 +129,9 @@ def protocol(config: ml_collections.ConfigDict, inpainter, **kwargs: Any) -> dic
         **{k: v for k, v in kwargs.items() if k != "split"},
     }
     if protocol["paste_every_step"] is None:
-        protocol["paste_every_step"] = bool(config.sample.get("paste_every_step", False))
+        protocol["paste_every_step"] = "paste_every_step" in config.sample and bool(
+            config.sample.paste_every_step
+        )
     return protocol
 
 

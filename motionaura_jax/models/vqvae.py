@@ -242,7 +242,7 @@ class VQVAE(nn.Module):
 
     def __call__(self, x_bthwc: jax.Array, *, train: bool = False) -> dict:
         z, q = self.encode(x_bthwc, train=train)
-        noisy = self.config.code_noise > 0 or self.config.get("code_noise_neighbour", 0.0) > 0
+        noisy = self.config.code_noise > 0 or self.config.code_noise_neighbour > 0
         z_q = self._code_noise(q) if train and noisy else q.z_q
         out = {"recon": self.decode(z_q), "ids": q.ids, "z": z, "vq_loss": q.loss, "metrics": q.metrics}
         if self.config.mfi:
@@ -261,7 +261,7 @@ class VQVAE(nn.Module):
             random_ids = jax.random.randint(rng_code, ids.shape, 0, int(self.config.quantizer.num_codes))
             replaced = jax.random.uniform(rng_where, ids.shape) < self.config.code_noise
             ids = jnp.where(replaced, random_ids, ids)
-        if self.config.get("code_noise_neighbour", 0.0) > 0:
+        if self.config.code_noise_neighbour > 0:
             rng_where, rng_code = jax.random.split(jax.random.fold_in(rng, 1))
             moved = jax.random.uniform(rng_where, ids.shape) < self.config.code_noise_neighbour
             ids = jnp.where(moved, neighbour_ids(ids, rng_code), ids)

@@ -392,7 +392,7 @@ class Inpainter:
         guidance: float | None = float(s.guidance_scale if guidance_scale is None else guidance_scale)
         guidance = None if guidance < 0 else guidance
         if paste_every_step is None:
-            paste_every_step = bool(s.get("paste_every_step", False))
+            paste_every_step = "paste_every_step" in s and bool(s.paste_every_step)  # a t2v run has none
         init = bool(paste_every_step and self.schedule.absorbing)
         init_ids = np.where(region, self.schedule.num_codes, paste).astype(np.int32)
         run = self._sampler(

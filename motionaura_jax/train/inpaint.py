@@ -144,8 +144,8 @@ def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int, en
 
 
 def shape_word_drop(config: ml_collections.ConfigDict) -> float:
-    """config.inpaint.shape_word_drop, checked (0 for a config saved before it existed)."""
-    p = float(config.inpaint.get("shape_word_drop", 0.0))
+    """config.inpaint.shape_word_drop, checked."""
+    p = float(config.inpaint.shape_word_drop)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"inpaint.shape_word_drop={p}: a probability in [0, 1]")
     return p
