@@ -137,9 +137,55 @@ def test_channel_fusion_starts_as_t2v_and_reads_context_and_sketch(mode):
     )  # sketch
 
 
+@pytest.mark.parametrize("fusion", ["channel", "sequence"])
+def test_sketch_grid_starts_as_before_and_places_the_sketch_at_frame0(fusion):
+    """sketch_grid: a zero-initialised projection adds each sketch token to the frame-0 target token under it.
+    At init the output is the model's without it; once trained the sketch tokens' order matters (cross-attention
+    alone cannot see it: permuting its keys leaves the output unchanged); a sketch grid of the wrong size is a
+    clear error."""
+    import flax.linen as nn
+
+    from motionaura_jax.configs.t2v import denoiser_config
+    from motionaura_jax.models.denoiser import SpectralDenoiser, example_inputs
+
+    cfg = denoiser_config("tiny", depth=1)
+    gridded = SpectralDenoiser(cfg, context_fusion=fusion, sketch_grid=True)
+    plain = SpectralDenoiser(cfg, context_fusion=fusion)
+    ids, t_b, fps_b, text, mask = example_inputs(cfg, 2, (2, 4, 4), 3)
+    ids = jax.random.randint(jax.random.key(1), ids.shape, 0, cfg.vocab_size)
+    t_b, mask = jnp.array([3, 7]), mask.at[:, :2].set(True)
+    sketch = jax.random.normal(jax.random.key(4), (2, 16, cfg.width))  # 4x4: the per-frame grid
+    kwargs = dict(context_ids_bthw=ids, extra_tokens_bsd=sketch)
+    params = nn.meta.unbox(gridded.init(jax.random.key(0), ids, t_b, fps_b, text, mask, **kwargs)["params"])
+    segments = params["inpaint_segments"]
+    assert "sketch_fuse" in segments and not np.asarray(segments["sketch_fuse"]).any()
+    without = {**params, "inpaint_segments": {k: v for k, v in segments.items() if k != "sketch_fuse"}}
+
+    def forward(model, params, sketch):
+        return np.asarray(
+            model.apply(
+                {"params": params}, ids, t_b, fps_b, text, mask, context_ids_bthw=ids, extra_tokens_bsd=sketch
+            )
+        )
+
+    np.testing.assert_array_equal(forward(gridded, params, sketch), forward(plain, without, sketch))
+    trained = {**params, "inpaint_segments": {**segments, "sketch_fuse": 0.1 * jax.random.normal(
+        jax.random.key(5), segments["sketch_fuse"].shape)}}  # fmt: skip
+    permuted = sketch[:, ::-1]
+    if fusion == "channel":  # the sketch reaches cross-attention only, whose keys have no order
+        np.testing.assert_allclose(
+            forward(plain, without, sketch), forward(plain, without, permuted), atol=1e-5
+        )
+    assert not np.allclose(forward(gridded, trained, sketch), forward(gridded, trained, permuted), atol=1e-4)
+    with pytest.raises(ValueError, match="sketch_channels"):
+        gridded.apply({"params": trained}, ids, t_b, fps_b, text, mask, context_ids_bthw=ids,
+                      extra_tokens_bsd=sketch[:, :4])  # fmt: skip
+
+
 def test_channel_fusion_inpaints_an_attention_free_base(tmp_path):
-    """The stage end to end on a filter3d text-to-video run with context_fusion="channel" (LoRA): the base
-    stays bit-identical, the segments hold the context projection, and the loss falls on the tiny cache."""
+    """The stage end to end on a filter3d text-to-video run with context_fusion="channel" and sketch_grid
+    (LoRA): the base stays bit-identical, the segments hold the context and sketch projections, and the loss
+    falls on the tiny cache."""
     from motionaura_jax import runs
     from motionaura_jax.train import loop
     from motionaura_jax.train.logging import read_metrics
@@ -159,13 +205,14 @@ def test_channel_fusion_inpaints_an_attention_free_base(tmp_path):
         "experiments/inpaint.py:tiny",
         [f"--config.inpaint.t2v_workdir={t2v}", f"--config.tokens.cache={tmp_path / 'icache'}",
          "--config.mesh.num_devices=1", "--config.inpaint.context_fusion=channel", "--config.train.steps=30",
+         "--config.inpaint.sketch_grid=true",
          "--config.train.lr=3e-3", "--config.train.schedule=constant", "--config.train.batch_size=8",
          "--config.train.log_every=1", "--config.train.ckpt_every=0", "--config.train.sample_every=0",
          "--config.train.eval_every=0"],
     )  # fmt: skip
     base_before = runs.load_run(t2v, task="t2v").params
     result = loop.train(config, tmp_path / "inpaint")
-    assert set(result.state.params["segments"]) == {"embedding", "context_fuse"}
+    assert set(result.state.params["segments"]) == {"embedding", "context_fuse", "sketch_fuse"}
     for got, want in zip(jax.tree.leaves(result.state.base), jax.tree.leaves(base_before), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     losses = [m[LOSS_KEY] for m in read_metrics(tmp_path / "inpaint") if LOSS_KEY in m]

@@ -53,6 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
             # "sequence" (the paper: [target ; context ; sketch] in self-attention) or "channel" (context added to
             # the target at its position, sketch tokens beside the text in cross-attention; any spectral mode)
             context_fusion="sequence",
+            # The sketch tokens also added to the target tokens of latent frame 0 under them (zero-initialised
+            # projection): the sketch is the object's outline where it is in frame 0. Needs the conv encoder's
+            # grid to be the target's per-frame token grid.
+            sketch_grid=False,
             corrupt_region="all",  # corrupt "all" target tokens (the paper) or only the "masked" region's
             # Share of training captions given without their shape word (Moving Shapes captions), so that the
             # shape must come from the sketch: the caption names it otherwise and the sketch can be ignored

@@ -205,13 +205,16 @@ class SegmentEmbeddings(nn.Module):
     starts at zero, so a fresh model sees target tokens exactly as the text-to-video model did.
 
     With `context_fusion` it also holds the (D, D) projection that adds each context token to the target
-    token at its position; zero at init (as ControlNet's zero convolutions), for the same reason."""
+    token at its position, and with `sketch_grid` the (D, D) projection that adds each sketch token to the
+    target token of latent frame 0 under it; both zero at init (as ControlNet's zero convolutions), for the
+    same reason. Returns (table, context projection or None, sketch projection or None)."""
 
     width: int
     context_fusion: bool = False
+    sketch_grid: bool = False
 
     @nn.compact
-    def __call__(self) -> tuple[jax.Array, jax.Array | None]:
+    def __call__(self) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
         def init(rng, shape, dtype=jnp.float32):
             table = nn.initializers.normal(0.02)(rng, shape, dtype)
             return table.at[0].set(0.0)
@@ -219,15 +222,14 @@ class SegmentEmbeddings(nn.Module):
         table = self.param(
             "embedding", layers.partitioned(init, (None, "embed")), (len(SEGMENTS), self.width), jnp.float32
         )
-        if not self.context_fusion:
-            return table, None
-        fuse = self.param(
-            "context_fuse",
-            layers.partitioned(nn.initializers.zeros, ("embed", "mlp")),
-            (self.width, self.width),
-            jnp.float32,
-        )
-        return table, fuse
+
+        def projection(name):
+            zeros = layers.partitioned(nn.initializers.zeros, ("embed", "mlp"))
+            return self.param(name, zeros, (self.width, self.width), jnp.float32)
+
+        fuse = projection("context_fuse") if self.context_fusion else None
+        sketch_fuse = projection("sketch_fuse") if self.sketch_grid else None
+        return table, fuse, sketch_fuse
 
 
 SEGMENTS = ("target", "context", "sketch")
@@ -263,6 +265,9 @@ class SpectralDenoiser(nn.Module):
     `context_fusion="channel"` instead keeps the sequence the target's: each context token is added to the
     target token at its position through a zero-initialised projection, and the sketch tokens join the text
     in cross-attention; it works with every spectral mode, the attention-free filter3d included.
+    `sketch_grid=True` (either fusion) also adds each sketch token, through a zero-initialised projection, to
+    the target token of latent frame 0 at its position: the sketch is drawn where the object is in frame 0,
+    so its grid of tokens must be the target's per-frame grid (`add_sketch_at_frame0`).
 
         model = SpectralDenoiser(denoiser_config("tiny"))
         params = model.init(jax.random.PRNGKey(0), ids_bthw, t_b, fps_b, text_bld, text_mask_bl)
@@ -273,6 +278,7 @@ class SpectralDenoiser(nn.Module):
     context_rope: str = "aligned"
     context_mixing: str = "per_grid"
     context_fusion: str = "sequence"
+    sketch_grid: bool = False
 
     def _check_inputs(self, ids, t_b, fps_b, text_bld, text_mask_bl) -> None:
         cfg = self.config
@@ -366,18 +372,26 @@ class SpectralDenoiser(nn.Module):
         if (
             context_ids_bthw is not None or extra_tokens_bsd is not None
         ) and self.context_fusion == "channel":
-            table, fuse = SegmentEmbeddings(width, context_fusion=True, name="inpaint_segments")()
+            table, fuse, sketch_fuse = SegmentEmbeddings(
+                width, context_fusion=True, sketch_grid=self.sketch_grid, name="inpaint_segments"
+            )()
             segments = table.astype(dtype)
             x = x + segments[0]
             if context_ids_bthw is not None:
                 x = x + jnp.dot(tokens_of(context_ids_bthw) + segments[1], fuse.astype(dtype))
             if extra_tokens_bsd is not None:
                 sketch_bsd = extra_tokens_bsd.astype(dtype) + segments[2]
+                x = add_sketch_at_frame0(x, extra_tokens_bsd.astype(dtype), sketch_fuse, grid)
             x = constrain(x, attn.TOKENS)
         elif context_ids_bthw is not None or extra_tokens_bsd is not None:
             if cfg.spectral_mode in spectral.ATTENTION_FREE_MODES:
                 raise ValueError(_NO_INPAINT.format(mode=cfg.spectral_mode))
-            segments = SegmentEmbeddings(width, name="inpaint_segments")()[0].astype(dtype)
+            table, _, sketch_fuse = SegmentEmbeddings(
+                width, sketch_grid=self.sketch_grid, name="inpaint_segments"
+            )()
+            segments = table.astype(dtype)
+            if extra_tokens_bsd is not None:
+                x = add_sketch_at_frame0(x, extra_tokens_bsd.astype(dtype), sketch_fuse, grid)
             parts = [x + segments[0]]
             if context_ids_bthw is not None:
                 parts.append(tokens_of(context_ids_bthw) + segments[1])
@@ -441,6 +455,25 @@ class SpectralDenoiser(nn.Module):
             kernel_init=attn.TRANSFORMER_KERNEL_INIT,
         )(x)
         return unpatchify(logits.astype(jnp.float32), (t, h, w), patch, num_codes)
+
+
+def add_sketch_at_frame0(
+    x_bnd: jax.Array, sketch_bsd: jax.Array, projection: jax.Array | None, grid_thw: tuple[int, int, int]
+) -> jax.Array:
+    """Target tokens (frame-major, as `patchify` orders them) plus each sketch token projected onto the token
+    of the first latent frame at its position (row-major, as the conv sketch encoder orders them); a no-op
+    without the projection (sketch_grid off)."""
+    if projection is None:
+        return x_bnd
+    _, gh, gw = grid_thw
+    if sketch_bsd.shape[1] != gh * gw:
+        raise ValueError(
+            f"sketch_grid: the sketch encoder gives {sketch_bsd.shape[1]} tokens but a latent frame has "
+            f"{gh}x{gw} = {gh * gw} target tokens; choose inpaint.sketch_channels so that the conv encoder's "
+            f"grid is {gh}x{gw} (each stage after the first halves the sketch), or turn inpaint.sketch_grid off"
+        )
+    frame0 = jnp.dot(sketch_bsd, projection.astype(x_bnd.dtype))
+    return x_bnd.at[:, : gh * gw].add(frame0)
 
 
 def patchify(x_bthwd: jax.Array, patch: tuple[int, int, int], proj: nn.Module | None) -> jax.Array:

@@ -76,6 +76,7 @@ class InpaintTrainables(nn.Module):
     sketch_encoder: str = "conv"
     siglip: SiglipVisionConfig | None = None  # the frozen tower's config (sketch_encoder="siglip")
     context_fusion: str = "sequence"  # "channel": the segments also hold the context projection
+    sketch_grid: bool = False  # the segments also hold the sketch's frame-0 projection
 
     @nn.compact
     def __call__(self, sketch_bhw1: jax.Array, siglip_params: Any | None = None) -> jax.Array:
@@ -86,7 +87,12 @@ class InpaintTrainables(nn.Module):
             raise ValueError(
                 f"inpaint sketch_encoder={self.sketch_encoder!r}: use one of {', '.join(SKETCH_ENCODERS)}"
             )
-        SegmentEmbeddings(int(cfg.width), context_fusion=self.context_fusion == "channel", name="segments")()
+        SegmentEmbeddings(
+            int(cfg.width),
+            context_fusion=self.context_fusion == "channel",
+            sketch_grid=self.sketch_grid,
+            name="segments",
+        )()
         if self.finetune == "lora":
             lora_cfg = lora_config_for(cfg, self.lora_rank, self.lora_alpha)
             grid = tuple(self.grid_thw)
@@ -129,6 +135,20 @@ def siglip_config_of(inpaint_cfg: ml_collections.ConfigDict) -> SiglipVisionConf
     return siglip_config_from_hf(read_config_json(inpaint_cfg.siglip_dir))
 
 
+def inpaint_denoiser(
+    denoiser_cfg: ml_collections.ConfigDict, inpaint_cfg: ml_collections.ConfigDict
+) -> SpectralDenoiser:
+    """The text-to-video denoiser with the inpaint config's context and sketch switches."""
+    i = inpaint_cfg
+    return SpectralDenoiser(
+        denoiser_cfg,
+        context_rope=str(i.context_rope),
+        context_mixing=str(i.context_mixing),
+        context_fusion=str(i.context_fusion),
+        sketch_grid=bool(i.sketch_grid),
+    )
+
+
 def build_trainables(
     denoiser_cfg: ml_collections.ConfigDict, inpaint_cfg: ml_collections.ConfigDict, grid_thw: tuple[int, ...]
 ) -> InpaintTrainables:
@@ -144,6 +164,7 @@ def build_trainables(
         sketch_encoder=str(i.sketch_encoder),
         siglip=siglip_config_of(i),
         context_fusion=str(i.context_fusion),
+        sketch_grid=bool(i.sketch_grid),
     )
 
 

@@ -35,8 +35,7 @@ from motionaura_jax.configs import t2v as t2v_configs
 from motionaura_jax.data.video_io import contact_sheet, to_uint8
 from motionaura_jax.diffusion.sampler import options_from_config, sample
 from motionaura_jax.diffusion.schedule import schedule_from_config
-from motionaura_jax.models.denoiser import SpectralDenoiser
-from motionaura_jax.models.inpaint import build_trainables, denoiser_params, lora_config_for
+from motionaura_jax.models.inpaint import build_trainables, denoiser_params, inpaint_denoiser, lora_config_for
 from motionaura_jax.models.sketch import load_siglip_vision
 from motionaura_jax.pipelines.t2v import prompt_encoder
 from motionaura_jax.pipelines.tokenizer import Tokenizer
@@ -261,12 +260,7 @@ class Inpainter:
         self.fine_tuned = trainable is not None
         # A t2v run (the no-fine-tune arm) masks and pastes back with the inpaint stage's defaults.
         i = config.inpaint if "inpaint" in config else inpaint_configs.get_config().inpaint
-        self.model = SpectralDenoiser(
-            config.model,
-            context_rope=i.context_rope,
-            context_mixing=i.context_mixing,
-            context_fusion=i.context_fusion,
-        )
+        self.model = inpaint_denoiser(config.model, i)
         self.schedule = schedule_from_config(config.diffusion, int(config.model.vocab_size))
         self.mask_dilate = int(i.mask_dilate)
         self.paste_from = str(i.paste_from)

@@ -46,6 +46,7 @@ from motionaura_jax.models.inpaint import (
     abstract_denoiser_params,
     build_trainables,
     denoiser_params,
+    inpaint_denoiser,
     lora_config_for,
 )
 from motionaura_jax.pipelines.inpaint import dilate_masks, masked_video, token_region
@@ -196,12 +197,7 @@ def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
 def build_models(config: ml_collections.ConfigDict) -> tuple[SpectralDenoiser, InpaintTrainables, Any]:
     """(denoiser with the context switches, the trainables module, the LoRA config or None)."""
     i = config.inpaint
-    model = SpectralDenoiser(
-        config.model,
-        context_rope=i.context_rope,
-        context_mixing=i.context_mixing,
-        context_fusion=i.context_fusion,
-    )
+    model = inpaint_denoiser(config.model, i)
     trainables = build_trainables(config.model, i, tuple(config.tokens.grid))
     lora_cfg = (
         lora_config_for(config.model, int(i.lora_rank), float(i.lora_alpha)) if i.finetune == "lora" else None
