@@ -480,3 +480,34 @@ def test_siglip_sketch_encoder_in_the_stage(trained, tmp_path):
     out = inpainter.inpaint(clip["video"][None], clip["masks"][None], clip["sketch"][None], [clip["caption"]],
                             num_steps=3)  # fmt: skip
     assert out["video"].shape == (1, 5, 16, 16, 3)
+
+
+def test_lora_targets_choose_the_adapted_kernels():
+    """inpaint.lora_targets (a path regex) reaches the trainables: "" adapts the default attention and FFN
+    kernels, a wider regex adds the adaLN, patch and head kernels; a full fine-tune has no adapters."""
+    from flax import traverse_util
+
+    from motionaura_jax.configs import inpaint as inpaint_configs
+    from motionaura_jax.configs.t2v import denoiser_config
+    from motionaura_jax.models import lora
+    from motionaura_jax.models.inpaint import build_trainables, inpaint_lora_config
+
+    cfg = denoiser_config("tiny", depth=2, patch_size=(1, 2, 2))
+    i = inpaint_configs.get_config().inpaint
+    sketch = jnp.zeros((1, 16, 16, 1), jnp.uint8)
+
+    def adapted(targets):
+        i.lora_targets = targets
+        shapes = jax.eval_shape(build_trainables(cfg, i, (2, 4, 4)).init, jax.random.key(0), sketch)
+        flat = {"/".join(p[:-2]) for p in traverse_util.flatten_dict(shapes["params"]["lora"])}
+        assert inpaint_lora_config(cfg, i).targets == (targets or lora.DEFAULT_TARGETS)
+        return flat
+
+    default = adapted("")
+    assert "blocks/self_attn/query" in default  # scanned blocks and not any("adaln" in p or "head" in p for p in default)
+    wider = adapted(
+        lora.DEFAULT_TARGETS + r"|(blocks|block_\d+)/adaln/modulation/kernel|patch_embed/kernel|head/kernel"
+    )
+    assert wider - default == {"blocks/adaln/modulation", "patch_embed", "head"}
+    i.finetune = "full"
+    assert inpaint_lora_config(cfg, i) is None

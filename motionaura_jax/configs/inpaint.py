@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
             finetune="lora",  # "lora" (the paper: frozen denoiser + adapters) or "full" (every denoiser weight)
             lora_rank=0,  # 0: lora.default_rank(width) = clip(width // 32, 1, 32)
             lora_alpha=0.0,  # 0: alpha = rank (scale 1)
+            lora_targets="",  # kernel path regex; "": models/lora.py DEFAULT_TARGETS (attention q/k/v/out, FFN)
             sketch_encoder="conv",  # "conv" (small, trained) or "siglip" (the paper's: frozen tower + MLP)
             sketch_channels=(16, 32, 64),  # conv sketch encoder stages (each after the first halves H, W)
             siglip_dir="",  # sketch_encoder="siglip": a local Hugging Face SigLIP folder (safetensors)

@@ -47,14 +47,29 @@ FINETUNES = ("lora", "full")
 SKETCH_ENCODERS = ("conv", "siglip")
 
 
-def lora_config_for(denoiser_cfg: ml_collections.ConfigDict, rank: int = 0, alpha: float = 0.0):
-    """The adapters' config: `rank` 0 = `lora.default_rank(width)`; `alpha` 0 = rank (scale 1)."""
+def lora_config_for(
+    denoiser_cfg: ml_collections.ConfigDict, rank: int = 0, alpha: float = 0.0, targets: str = ""
+) -> lora_lib.LoraConfig:
+    """The adapters' config: `rank` 0 = `lora.default_rank(width)`; `alpha` 0 = rank (scale 1); `targets` ""
+    = `lora.DEFAULT_TARGETS` (a path regex otherwise)."""
     fields: dict[str, Any] = {}
     if rank:
         fields["rank"] = int(rank)
     if alpha:
         fields["alpha"] = float(alpha)
+    if targets:
+        fields["targets"] = str(targets)
     return lora_lib.denoiser_lora_config(denoiser_cfg, **fields)
+
+
+def inpaint_lora_config(
+    denoiser_cfg: ml_collections.ConfigDict, inpaint_cfg: ml_collections.ConfigDict
+) -> lora_lib.LoraConfig | None:
+    """The adapters of an inpaint config (`config.inpaint`), or None for a full fine-tune."""
+    i = inpaint_cfg
+    if str(i.finetune) != "lora":
+        return None
+    return lora_config_for(denoiser_cfg, int(i.lora_rank), float(i.lora_alpha), str(i.lora_targets))
 
 
 def abstract_denoiser_params(denoiser_cfg: ml_collections.ConfigDict, grid_thw=(1, 2, 2)) -> Any:
@@ -73,6 +88,7 @@ class InpaintTrainables(nn.Module):
     finetune: str = "lora"
     lora_rank: int = 0
     lora_alpha: float = 0.0
+    lora_targets: str = ""  # "": lora.DEFAULT_TARGETS
     sketch_encoder: str = "conv"
     siglip: SiglipVisionConfig | None = None  # the frozen tower's config (sketch_encoder="siglip")
     context_fusion: str = "sequence"  # "channel": the segments also hold the context projection
@@ -94,7 +110,7 @@ class InpaintTrainables(nn.Module):
             name="segments",
         )()
         if self.finetune == "lora":
-            lora_cfg = lora_config_for(cfg, self.lora_rank, self.lora_alpha)
+            lora_cfg = lora_config_for(cfg, self.lora_rank, self.lora_alpha, self.lora_targets)
             grid = tuple(self.grid_thw)
             self.param(
                 "lora", lambda rng: lora_lib.init_lora(rng, abstract_denoiser_params(cfg, grid), lora_cfg)
@@ -165,6 +181,7 @@ def build_trainables(
         siglip=siglip_config_of(i),
         context_fusion=str(i.context_fusion),
         sketch_grid=bool(i.sketch_grid),
+        lora_targets=str(i.lora_targets),
     )
 
 

@@ -35,7 +35,12 @@ from motionaura_jax.configs import t2v as t2v_configs
 from motionaura_jax.data.video_io import contact_sheet, to_uint8
 from motionaura_jax.diffusion.sampler import options_from_config, sample
 from motionaura_jax.diffusion.schedule import schedule_from_config
-from motionaura_jax.models.inpaint import build_trainables, denoiser_params, inpaint_denoiser, lora_config_for
+from motionaura_jax.models.inpaint import (
+    build_trainables,
+    denoiser_params,
+    inpaint_denoiser,
+    inpaint_lora_config,
+)
 from motionaura_jax.models.sketch import load_siglip_vision
 from motionaura_jax.pipelines.t2v import prompt_encoder
 from motionaura_jax.pipelines.tokenizer import Tokenizer
@@ -272,11 +277,7 @@ class Inpainter:
             if self.trainables.siglip is not None and sketch_tower is None:
                 _, tower = load_siglip_vision(i.siglip_dir, progress=False)
                 self.sketch_tower = tower["params"]
-            self.lora_cfg = (
-                lora_config_for(config.model, int(i.lora_rank), float(i.lora_alpha))
-                if i.finetune == "lora"
-                else None
-            )
+            self.lora_cfg = inpaint_lora_config(config.model, i)
 
     @classmethod
     def from_run(cls, run: Run, tokenizer: Tokenizer | None = None) -> Inpainter:

@@ -47,7 +47,7 @@ from motionaura_jax.models.inpaint import (
     build_trainables,
     denoiser_params,
     inpaint_denoiser,
-    lora_config_for,
+    inpaint_lora_config,
 )
 from motionaura_jax.pipelines.inpaint import dilate_masks, masked_video, token_region
 from motionaura_jax.pipelines.t2v import prompt_encoder
@@ -199,10 +199,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[SpectralDenoiser, I
     i = config.inpaint
     model = inpaint_denoiser(config.model, i)
     trainables = build_trainables(config.model, i, tuple(config.tokens.grid))
-    lora_cfg = (
-        lora_config_for(config.model, int(i.lora_rank), float(i.lora_alpha)) if i.finetune == "lora" else None
-    )
-    return model, trainables, lora_cfg
+    return model, trainables, inpaint_lora_config(config.model, i)
 
 
 def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora_cfg, schedule, tx):
