@@ -63,8 +63,7 @@ from motionaura_jax.configs import inpaint, override
 from motionaura_jax.models.lora import DEFAULT_TARGETS
 
 # LoRA on the adaLN modulation, patch-in and head kernels too: with the attention and FFN kernels only, the
-# regenerated object spills past the mask (PSNR outside 41.7 dB against the reconstruction's 51.1; 45.9 with
-# these; a full fine-tune 50.9), README "Inpainting and LoRA".
+# regenerated object spills past the mask (README, "Inpainting and LoRA").
 _WIDE_LORA = DEFAULT_TARGETS + r"|(blocks|block_\d+)/adaln/modulation/kernel|patch_embed/kernel|head/kernel"
 
 _TINY = dict(
