@@ -346,8 +346,9 @@ def test_eval_inpaint_command(trained, tmp_path):
     assert eval_command.main(["inpaint", f"--ckpt={trained['inpaint']}", f"--out={out}", "--num_clips=1",
                               "--steps=3"]) == 0  # fmt: skip
     metrics = json.loads(out.read_text())
-    for key in ("all_correct", "colour", "shape", "direction", "psnr_outside", "psnr_outside_recon"):
-        assert key in metrics, key
+    for key in ("all_correct", "colour", "shape", "direction", "psnr_outside", "psnr_outside_recon",
+                "psnr_outside_cells", "psnr_outside_cells_recon"):  # fmt: skip
+        assert np.isfinite(metrics[key]), key
     assert metrics["num_clips"] == 1
     # The no-fine-tune arm (a t2v run: paste-back only) is evaluated the same way, with a sheet.
     sheet = tmp_path / "none.png"
@@ -504,10 +505,29 @@ def test_lora_targets_choose_the_adapted_kernels():
         return flat
 
     default = adapted("")
-    assert "blocks/self_attn/query" in default  # scanned blocks and not any("adaln" in p or "head" in p for p in default)
+    assert (
+        "blocks/self_attn/query" in default
+    )  # scanned blocks and not any("adaln" in p or "head" in p for p in default)
     wider = adapted(
         lora.DEFAULT_TARGETS + r"|(blocks|block_\d+)/adaln/modulation/kernel|patch_embed/kernel|head/kernel"
     )
     assert wider - default == {"blocks/adaln/modulation", "patch_embed", "head"}
     i.finetune = "full"
     assert inpaint_lora_config(cfg, i) is None
+
+
+def test_token_footprint_inverts_the_token_region():
+    """The pixels of a token region are exactly the tokens' cells (frame 0 alone, then `temporal` frames a
+    latent frame) and cover the pixel mask the region was made from."""
+    from motionaura_jax.pipelines.inpaint import token_footprint, token_region
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((2, 9, 16, 16)) < 0.02
+    region = token_region(masks, 2, 4)
+    footprint = token_footprint(region, 2, 4, 9)
+    assert footprint.shape == masks.shape and (footprint | ~masks).all()  # covers every masked pixel
+    np.testing.assert_array_equal(token_region(footprint, 2, 4), region)
+    one = np.zeros((1, 5, 4, 4), bool)
+    one[0, 2, 1, 3] = True  # latent frame 2 = frames 3, 4
+    cells = token_footprint(one, 2, 4, 9)
+    assert cells.sum() == 2 * 16 and cells[0, 3:5, 4:8, 12:16].all()

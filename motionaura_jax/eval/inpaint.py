@@ -3,7 +3,9 @@ clips is removed and regenerated from the sketch and the caption.
 
 Per clip: the pixel judge (`eval/judge.py`) on the output against the caption (colour, shape, direction of the
 regenerated object), and the PSNR outside the dilated mask of the output vs the input and of the tokenizer's
-own reconstruction vs the input (the best the token paste-back can do). `drop_shape_word` removes the shape
+own reconstruction vs the input (the best the token paste-back can do), and both again outside the
+regenerated token cells (a gap there is the decoder smearing the change; a gap only in the first pair is the
+object drawn past the mask inside its cells). `drop_shape_word` removes the shape
 word from the prompt (the judge still scores the clip's true shape): sketch adherence.
 
     metrics, details = evaluate(Inpainter.load("runs/quickstart/inpaint"), config, num_clips=64)
@@ -20,7 +22,7 @@ import numpy as np
 
 from motionaura_jax.data.synthetic import MovingShapes, caption_without_shape
 from motionaura_jax.eval import judge
-from motionaura_jax.pipelines.inpaint import sampler_options
+from motionaura_jax.pipelines.inpaint import sampler_options, token_footprint
 
 PSNR_CAP = 100.0  # dB reported for an exact match (zero error), so the JSON stays finite
 
@@ -69,7 +71,7 @@ def evaluate(
     batch_size = batch_size or int(config.eval.batch_size)
     items = clips(config, split, num_clips)
     scores, details = [], []
-    sums = {"out": [0.0, 0], "recon": [0.0, 0]}
+    sums = {name: [0.0, 0] for name in ("out", "recon", "out_cells", "recon_cells")}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         video = np.stack([c["video"] for c in chunk])
@@ -84,12 +86,19 @@ def evaluate(
         recon, _ = inpainter.tokenizer.reconstruct(video.astype(np.float32) / 127.5 - 1.0)
         recon_u8 = np.clip(np.round((recon + 1.0) * 127.5), 0, 255).astype(np.uint8)
         outside = ~out["pixel_region"]
+        outside_cells = ~token_footprint(out["region"], *inpainter.tokenizer.compression, video.shape[1])
         for k in range(len(chunk)):
             score = judge.judge_and_score(out["video"][k], captions[k])
             scores.append(score)
             e_out = _sq_error_outside(out["video"][k], video[k], outside[k])
             e_rec = _sq_error_outside(recon_u8[k], video[k], outside[k])
-            for name, (err, n) in (("out", e_out), ("recon", e_rec)):
+            errors = {
+                "out": e_out,
+                "recon": e_rec,
+                "out_cells": _sq_error_outside(out["video"][k], video[k], outside_cells[k]),
+                "recon_cells": _sq_error_outside(recon_u8[k], video[k], outside_cells[k]),
+            }
+            for name, (err, n) in errors.items():
                 sums[name][0] += err
                 sums[name][1] += n
             details.append(
@@ -108,6 +117,8 @@ def evaluate(
     metrics["psnr_outside"] = psnr_from(*sums["out"])
     metrics["psnr_outside_recon"] = psnr_from(*sums["recon"])
     metrics["psnr_outside_gap"] = metrics["psnr_outside_recon"] - metrics["psnr_outside"]
+    metrics["psnr_outside_cells"] = psnr_from(*sums["out_cells"])
+    metrics["psnr_outside_cells_recon"] = psnr_from(*sums["recon_cells"])
     return metrics, details
 
 
@@ -120,7 +131,8 @@ def protocol(config: ml_collections.ConfigDict, inpainter, **kwargs: Any) -> dic
         "paste_back": f"tokens outside the region from {inpainter.paste_from!r}"
         + ("; pixels outside the dilated mask" if kwargs.get("paste_pixels") else ""),
         "psnr_outside": "PSNR (range [-1,1]) over pixels outside the dilated mask, pooled over clips; "
-        "psnr_outside_recon is the tokenizer's own reconstruction of the input there",
+        "psnr_outside_recon is the tokenizer's own reconstruction of the input there; psnr_outside_cells(_recon): "
+        "the same outside the regenerated token cells, where only the decoder's reach can change pixels",
         "judge": judge.judge_protocol(),
         "sampler": {
             **sampler_options(config.sample),

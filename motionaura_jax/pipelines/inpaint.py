@@ -93,6 +93,14 @@ def token_region(masks_bthw: np.ndarray, temporal: int, spatial: int) -> np.ndar
     return per_latent.reshape(b, len(groups), h // spatial, spatial, w // spatial, spatial).any(axis=(3, 5))
 
 
+def token_footprint(region_bthw: np.ndarray, temporal: int, spatial: int, frames: int) -> np.ndarray:
+    """(B, T, H, W) bool: the pixels of the tokens in a token region (`token_region`'s grouping inverted): what
+    the decoder redraws from regenerated tokens. It covers the pixel region the token region was made from."""
+    region = np.asarray(region_bthw, bool)
+    latent_of_frame = np.array([0] + [1 + (f - 1) // temporal for f in range(1, frames)])
+    return region[:, latent_of_frame].repeat(spatial, axis=2).repeat(spatial, axis=3)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Reading the user's inputs (every failure is an InpaintInputError naming the input and the fix).
 
