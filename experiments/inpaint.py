@@ -17,7 +17,7 @@
 | quickstart_sequence | as quickstart (a t2v run with self-attention) | 2048 17x32² | LoRA, the paper's [target ; context ; sketch] | as quickstart | 600 |
 
 quickstart is the stage after t2v.py:quickstart in `motionaura quickstart` (budget: at most 8 more minutes on
-2 CPU cores; one step at batch 32 measured 1.9 s on a machine at load 10, so expect ~0.5 s unloaded: check).
+2 CPU cores; the earlier r=4 adapters ran 1.33 steps/s there on a slow day, so 600 steps are ~8 minutes).
 
 Choices where the paper is silent (each a switch under `config.inpaint`):
 - Sequence [z_t ; z_m ; sketch tokens] through the frozen text-to-video denoiser (context_fusion="sequence"); z_t is the target's ids
