@@ -17,7 +17,8 @@
 | quickstart_sequence | as quickstart (a t2v run with self-attention) | 2048 17x32² | LoRA, the paper's [target ; context ; sketch] | as quickstart | 600 |
 
 quickstart is the stage after t2v.py:quickstart in `motionaura quickstart` (budget: at most 8 more minutes on
-2 CPU cores; the earlier r=4 adapters ran 1.33 steps/s there on a slow day, so 600 steps are ~8 minutes).
+2 CPU cores; the earlier r=4 adapters ran 1.33 steps/s there on a slow day, the larger ones ~15% slower: 600
+steps take about 9 minutes there, over the budget on such a day; not re-measured through `make demo`).
 
 Choices where the paper is silent (each a switch under `config.inpaint`):
 - Sequence [z_t ; z_m ; sketch tokens] through the frozen text-to-video denoiser (context_fusion="sequence"); z_t is the target's ids
