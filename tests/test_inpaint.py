@@ -531,3 +531,41 @@ def test_token_footprint_inverts_the_token_region():
     one[0, 2, 1, 3] = True  # latent frame 2 = frames 3, 4
     cells = token_footprint(one, 2, 4, 9)
     assert cells.sum() == 2 * 16 and cells[0, 3:5, 4:8, 12:16].all()
+
+
+def test_mask_fill_is_the_context_videos_masked_value(trained, tmp_path):
+    """inpaint.mask_fill: the masked pixels of the context video take that value (the default -1 is black), the
+    cache's context ids change with it and the inpainter reads it from the run; a value outside [-1, 1], or a
+    cache built with another fill, is refused by name."""
+    from motionaura_jax.data.token_cache import TokenCache
+    from motionaura_jax.pipelines.inpaint import Inpainter, masked_video
+    from motionaura_jax.train import inpaint as stage
+    from motionaura_jax.train import loop
+
+    video = np.full((1, 3, 4, 4, 3), 0.5, np.float32)
+    masks = np.zeros((1, 3, 4, 4), bool)
+    masks[:, :, 1:3, 1:3] = True
+    grey = masked_video(video, masks, 0.0)
+    assert (grey[masks] == 0.0).all() and (grey[~masks] == 0.5).all()
+    assert (masked_video(video, masks)[masks] == -1.0).all()
+
+    overrides = [f"--config.inpaint.t2v_workdir={trained['t2v']}", "--config.mesh.num_devices=1",
+                 "--config.train.steps=1", f"--config.tokens.cache={tmp_path / 'cache'}"]  # fmt: skip
+    config = config_lib.load_config(
+        "experiments/inpaint.py:tiny", [*overrides, "--config.inpaint.mask_fill=0.0"]
+    )
+    loop.train(config, tmp_path / "run")
+    black, grey = TokenCache(trained["root"] / "icache"), TokenCache(tmp_path / "cache")
+    n = min(len(black), len(grey))
+    np.testing.assert_array_equal(black.extras["region"][:n], grey.extras["region"][:n])
+    assert (black.extras["context_ids"][:n] != grey.extras["context_ids"][:n]).any()
+    assert Inpainter.load(tmp_path / "run").mask_fill == 0.0
+
+    config = config_lib.load_config(
+        "experiments/inpaint.py:tiny", [*overrides, "--config.inpaint.mask_fill=1.5"]
+    )
+    with pytest.raises(ValueError, match="inpaint.mask_fill"):
+        stage.ensure_inpaint_cache(config)
+    config = config_lib.load_config("experiments/inpaint.py:tiny", overrides)  # black, on the grey cache
+    with pytest.raises(ValueError, match="was built with .*'mask_fill': 0.0"):
+        stage.ensure_inpaint_cache(config)

@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
             sketch_channels=(16, 32, 64),  # conv sketch encoder stages (each after the first halves H, W)
             siglip_dir="",  # sketch_encoder="siglip": a local Hugging Face SigLIP folder (safetensors)
             mask_dilate=2,  # pixels the object mask grows by before blacking out (and paste-back)
+            # The masked pixels' value in the context video (z_m), in [-1, 1]: -1 black. On a black background
+            # black hides where the region is; mid-grey (0, as Stable Diffusion inpainting) shows its outline.
+            mask_fill=-1.0,
             context_rope="aligned",  # context tokens' RoPE: "aligned" with the target positions, or "none"
             context_mixing="per_grid",  # FFT mixers: "per_grid" (target, context apart) or "target_only"
             # "sequence" (the paper: [target ; context ; sketch] in self-attention) or "channel" (context added to

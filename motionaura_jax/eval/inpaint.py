@@ -126,7 +126,8 @@ def protocol(config: ml_collections.ConfigDict, inpainter, **kwargs: Any) -> dic
     kwargs.setdefault("paste_every_step", None)
     protocol = {
         "data": f"Moving Shapes {config.data.frames}x{config.data.size}², split {kwargs.get('split')}",
-        "region": f"object masks dilated by {inpainter.mask_dilate} px, blacked out, regenerated",
+        "region": f"object masks dilated by {inpainter.mask_dilate} px, set to {inpainter.mask_fill} in the context "
+        "video, regenerated",
         "fine_tuned": bool(inpainter.fine_tuned),
         "paste_back": f"tokens outside the region from {inpainter.paste_from!r}"
         + ("; pixels outside the dilated mask" if kwargs.get("paste_pixels") else ""),

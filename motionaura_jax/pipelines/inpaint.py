@@ -72,9 +72,17 @@ def dilate_masks(masks_bthw: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def masked_video(video_bthwc: np.ndarray, masks_bthw: np.ndarray) -> np.ndarray:
-    """The video in [-1, 1] with the masked pixels black (-1)."""
-    return np.where(np.asarray(masks_bthw, bool)[..., None], -1.0, video_bthwc).astype(np.float32)
+def masked_video(video_bthwc: np.ndarray, masks_bthw: np.ndarray, fill: float = -1.0) -> np.ndarray:
+    """The video in [-1, 1] with the masked pixels set to `fill` (-1 black, 0 mid-grey)."""
+    return np.where(np.asarray(masks_bthw, bool)[..., None], fill, video_bthwc).astype(np.float32)
+
+
+def check_mask_fill(fill: float) -> float:
+    """`inpaint.mask_fill` as a float, or a clear error when it is not a pixel value in [-1, 1]."""
+    fill = float(fill)
+    if not -1.0 <= fill <= 1.0:
+        raise ValueError(f"inpaint.mask_fill={fill}: a pixel value in [-1, 1] (-1 black, 0 mid-grey)")
+    return fill
 
 
 def token_region(masks_bthw: np.ndarray, temporal: int, spatial: int) -> np.ndarray:
@@ -276,6 +284,7 @@ class Inpainter:
         self.model = inpaint_denoiser(config.model, i)
         self.schedule = schedule_from_config(config.diffusion, int(config.model.vocab_size))
         self.mask_dilate = int(i.mask_dilate)
+        self.mask_fill = check_mask_fill(i.mask_fill)
         self.paste_from = str(i.paste_from)
         if self.paste_from not in ("input", "masked"):
             raise ValueError(f"inpaint.paste_from={self.paste_from!r}: use input or masked")
@@ -389,7 +398,7 @@ class Inpainter:
         pixel_region = dilate_masks(masks_bthw, self.mask_dilate)
         region = token_region(pixel_region, temporal, spatial)
         source_ids = self.tokenizer.encode(x)
-        context_ids = self.tokenizer.encode(masked_video(x, pixel_region))
+        context_ids = self.tokenizer.encode(masked_video(x, pixel_region, self.mask_fill))
         paste = source_ids if self.paste_from == "input" else context_ids
         text, mask = prompt_encoder(self.config, int(self.config.tokens.text_len) or None)(list(prompts))
         guidance: float | None = float(s.guidance_scale if guidance_scale is None else guidance_scale)

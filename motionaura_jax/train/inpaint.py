@@ -20,6 +20,7 @@ on the target ids, run the denoiser on the whole sequence, take the t2v diffusio
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -49,7 +50,7 @@ from motionaura_jax.models.inpaint import (
     inpaint_denoiser,
     inpaint_lora_config,
 )
-from motionaura_jax.pipelines.inpaint import dilate_masks, masked_video, token_region
+from motionaura_jax.pipelines.inpaint import check_mask_fill, dilate_masks, masked_video, token_region
 from motionaura_jax.pipelines.t2v import prompt_encoder
 from motionaura_jax.train.state import TrainState, gradient_step, make_optimizer
 from motionaura_jax.train.t2v import build_frozen_cache, cache_iterator, noisy_inputs
@@ -106,10 +107,12 @@ def cache_dir(config: ml_collections.ConfigDict) -> epath.Path:
     return paths.as_path(config.inpaint.t2v_workdir) / f"inpaint_cache_{t.split}{suffix}"
 
 
-def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int, encode_text=None):
-    """The token cache's inpainting fields of a batch: context_ids (ids of the masked video), region (token
-    region of the dilated mask) and sketch (uint8 (H, W)); with `encode_text`, also text_noshape and
-    text_noshape_mask (the caption without its shape word, for inpaint.shape_word_drop)."""
+def extra_fields(
+    encode_video, mask_dilate: int, temporal: int, spatial: int, encode_text=None, mask_fill: float = -1.0
+):
+    """The token cache's inpainting fields of a batch: context_ids (ids of the masked video, its region set to
+    `mask_fill`), region (token region of the dilated mask) and sketch (uint8 (H, W)); with `encode_text`, also
+    text_noshape and text_noshape_mask (the caption without its shape word, for inpaint.shape_word_drop)."""
 
     def fields(clips: list[dict[str, Any]], video: np.ndarray) -> dict[str, np.ndarray]:
         if "masks" not in clips[0] or "sketch" not in clips[0]:
@@ -123,7 +126,7 @@ def extra_fields(encode_video, mask_dilate: int, temporal: int, spatial: int, en
         sketch = np.stack([c["sketch"] for c in clips] + [clips[-1]["sketch"]] * pad)
         region_px = dilate_masks(masks, mask_dilate)
         out = {
-            "context_ids": np.asarray(encode_video(masked_video(video, region_px)), np.int32),
+            "context_ids": np.asarray(encode_video(masked_video(video, region_px, mask_fill)), np.int32),
             "region": token_region(region_px, temporal, spatial),
             "sketch": sketch.astype(np.uint8),
         }
@@ -154,14 +157,14 @@ def shape_word_drop(config: ml_collections.ConfigDict) -> float:
 
 def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
     """The inpainting token cache of this config, built first when missing or unfinished (one process)."""
-    folder = cache_dir(config)
+    folder, fill = cache_dir(config), check_mask_fill(config.inpaint.mask_fill)
     if not token_cache.is_complete(folder):
         t, dilate = config.tokens, int(config.inpaint.mask_dilate)
         encode_text = prompt_encoder(config, int(t.text_len) or None) if shape_word_drop(config) else None
 
         def fields(tokenizer):
             temporal, spatial = tokenizer.compression
-            return extra_fields(tokenizer.encode, dilate, temporal, spatial, encode_text)
+            return extra_fields(tokenizer.encode, dilate, temporal, spatial, encode_text, fill)
 
         build_frozen_cache(
             config,
@@ -172,10 +175,20 @@ def ensure_inpaint_cache(config: ml_collections.ConfigDict) -> TokenCache:
                 "inpaint_fields": "context_ids,region,sketch"
                 + (",text_noshape" if shape_word_drop(config) else ""),
                 "mask_dilate": dilate,
+                "mask_fill": fill,
             },
             extra_fields=fields,
         )
     cache = TokenCache(folder)
+    spec = json.loads((folder / token_cache.SPEC_FILE).read_text())
+    # Caches from before inpaint.mask_fill blacked the region out.
+    built = {"mask_dilate": int(spec["mask_dilate"]), "mask_fill": float(spec.get("mask_fill", -1.0))}
+    wanted = {"mask_dilate": int(config.inpaint.mask_dilate), "mask_fill": fill}
+    if built != wanted:
+        raise ValueError(
+            f"inpaint cache {folder} was built with {built}, the config asks for {wanted} (inpaint.*); set "
+            "tokens.cache to another folder"
+        )
     if bool(shape_word_drop(config)) != ("text_noshape" in cache.extras):
         raise ValueError(
             f"inpaint cache {folder} {'lacks' if shape_word_drop(config) else 'has'} the captions without their "
