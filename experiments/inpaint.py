@@ -12,18 +12,21 @@
 | arg             | base run                 | clips        | fine-tune            | sketch encoder      | steps |
 |-----------------|--------------------------|--------------|----------------------|---------------------|-------|
 | tiny            | t2v.py:tiny (given)      | 16 5x16²     | LoRA r=1 (default)   | conv (8,16,16) → 16 tok | 3     |
-| quickstart      | runs/quickstart/t2v      | 2048 17x32²  | LoRA r=16 on attention, FFN, adaLN, patch-in and head kernels; context by channel; known tokens given, no shape word in captions | conv (16,32,64,64) → 16 tok, also at frame 0 (sketch_grid) | 600 |
-| quickstart_full | as quickstart            | 2048 17x32²  | full fine-tune, context by channel | as quickstart | 600 |
-| quickstart_sequence | as quickstart (a t2v run with self-attention) | 2048 17x32² | LoRA, the paper's [target ; context ; sketch] | as quickstart | 600 |
+| quickstart      | runs/quickstart/t2v      | 2048 17x32²  | LoRA r=16 on attention, FFN, adaLN, patch-in and head kernels, lr 3e-3; context by channel, region grey; known tokens given, no shape word in captions | conv (16,32,64,64) → 16 tok, also at frame 0 (sketch_grid) | 400 |
+| quickstart_full | as quickstart            | 2048 17x32²  | full fine-tune, lr 1e-3, context by channel | as quickstart | 400 |
+| quickstart_sequence | as quickstart (a t2v run with self-attention) | 2048 17x32² | LoRA, the paper's [target ; context ; sketch] | as quickstart | 400 |
 
 quickstart is the stage after t2v.py:quickstart in `motionaura quickstart` (budget: at most 8 more minutes on
-2 CPU cores; the earlier r=4 adapters ran 1.33 steps/s there on a slow day, the larger ones ~15% slower: 600
-steps take about 9 minutes there, over the budget on such a day; not re-measured through `make demo`).
+2 CPU cores). Measured there on 2026-12-03 (2 cores, fresh inpainting cache): 426 s for the cache, compile and
+400 steps (1.17 steps/s), 39 s for the demo's `eval inpaint --num_clips=16`: 7.75 minutes.
 
 Choices where the paper is silent (each a switch under `config.inpaint`):
 - Sequence [z_t ; z_m ; sketch tokens] through the frozen text-to-video denoiser (context_fusion="sequence"); z_t is the target's ids
   corrupted across t (the paper draws the T endpoint), z_m the ids of the masked video (object mask dilated by
-  `mask_dilate` px, blacked out, encoded by the frozen tokenizer), clean.
+  `mask_dilate` px, its pixels set to `mask_fill`, encoded by the frozen tokenizer), clean. The paper does not
+  say what the masked pixels become; the quickstart makes them mid-grey (mask_fill=0, as Stable Diffusion's
+  inpainting does): black, the default, is Moving Shapes' background, so z_m showed nothing of where the
+  region ends inside its token cells and LoRA drew the object over the margin (README, "Inpainting and LoRA").
 - Learned segment embeddings for {target, context, sketch} (`models/denoiser.SegmentEmbeddings`, the target's
   row starting at zero so the base model is unchanged at init); context tokens take the RoPE positions of the
   target tokens they sit under (`context_rope="aligned"`, or "none"); sketch tokens are not rotated.
@@ -81,14 +84,15 @@ _QUICKSTART = dict(
     # channel fusion: the sequence stays the target's 144 tokens (the demo's time budget), and any t2v mode fits.
     # corrupt_region="masked" + sample.paste_every_step: trained and sampled with the known tokens given, so the
     # model sees where the region is; shape_word_drop: no training caption names the shape, so the sketch
-    # is read (docstring).
+    # is read; mask_fill=0: the region grey in the masked video, so z_m shows where it ends (docstring).
     inpaint=dict(
         t2v_workdir="runs/quickstart/t2v", sketch_channels=(16, 32, 64, 64), mask_dilate=2, context_fusion="channel",
         corrupt_region="masked", shape_word_drop=1.0, sketch_grid=True, lora_rank=16, lora_targets=_WIDE_LORA,
+        mask_fill=0.0,
     ),
     train=dict(
-        steps=600, batch_size=32, lr=1e-3, warmup=50, log_every=50, ckpt_every=300, eval_every=0,
-        sample_every=300,
+        steps=400, batch_size=32, lr=3e-3, warmup=50, log_every=50, ckpt_every=200, eval_every=0,
+        sample_every=400,
     ),
     # The sampler of t2v.py:quickstart (MaskGIT order, 16 steps, 16 refinement rounds, T=0.2, CFG 2), from the
     # known tokens.
@@ -102,7 +106,12 @@ _QUICKSTART = dict(
 RUNS = {
     "tiny": _TINY,
     "quickstart": _QUICKSTART,
-    "quickstart_full": dict(_QUICKSTART, inpaint=dict(_QUICKSTART["inpaint"], finetune="full")),
+    # Full fine-tune at the rate it was measured at (README): LoRA's zero-started adapters take a higher one.
+    "quickstart_full": dict(
+        _QUICKSTART,
+        inpaint=dict(_QUICKSTART["inpaint"], finetune="full"),
+        train=dict(_QUICKSTART["train"], lr=1e-3),
+    ),
     "quickstart_sequence": dict(_QUICKSTART, inpaint=dict(_QUICKSTART["inpaint"], context_fusion="sequence")),
 }
 
