@@ -560,6 +560,8 @@ def test_mask_fill_is_the_context_videos_masked_value(trained, tmp_path):
     np.testing.assert_array_equal(black.extras["region"][:n], grey.extras["region"][:n])
     assert (black.extras["context_ids"][:n] != grey.extras["context_ids"][:n]).any()
     assert Inpainter.load(tmp_path / "run").mask_fill == 0.0
+    config.tokens.cache = ""  # the default folder: one per fill, the black one named as before the key
+    assert stage.cache_dir(config).name == "inpaint_cache_train_fill0"
 
     config = config_lib.load_config(
         "experiments/inpaint.py:tiny", [*overrides, "--config.inpaint.mask_fill=1.5"]

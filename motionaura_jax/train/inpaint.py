@@ -102,8 +102,11 @@ def cache_dir(config: ml_collections.ConfigDict) -> epath.Path:
     t = config.tokens
     if t.cache:
         return paths.as_path(t.cache)
-    # Captions without their shape word are one more field: such a cache gets its own default folder.
+    # Captions without their shape word are one more field, and another fill other ids: each such cache gets its
+    # own default folder (black, the default fill, keeps the folder caches had before the key).
     suffix = "_noshape" if shape_word_drop(config) else ""
+    fill = check_mask_fill(config.inpaint.mask_fill)
+    suffix += f"_fill{fill:g}" if fill != -1.0 else ""
     return paths.as_path(config.inpaint.t2v_workdir) / f"inpaint_cache_{t.split}{suffix}"
 
 
