@@ -505,9 +505,8 @@ def test_lora_targets_choose_the_adapted_kernels():
         return flat
 
     default = adapted("")
-    assert (
-        "blocks/self_attn/query" in default
-    )  # scanned blocks and not any("adaln" in p or "head" in p for p in default)
+    assert "blocks/self_attn/query" in default  # scanned blocks
+    assert not any("adaln" in p or "head" in p for p in default)
     wider = adapted(
         lora.DEFAULT_TARGETS + r"|(blocks|block_\d+)/adaln/modulation/kernel|patch_embed/kernel|head/kernel"
     )

@@ -90,11 +90,9 @@ def evaluate(
         for k in range(len(chunk)):
             score = judge.judge_and_score(out["video"][k], captions[k])
             scores.append(score)
-            e_out = _sq_error_outside(out["video"][k], video[k], outside[k])
-            e_rec = _sq_error_outside(recon_u8[k], video[k], outside[k])
             errors = {
-                "out": e_out,
-                "recon": e_rec,
+                "out": _sq_error_outside(out["video"][k], video[k], outside[k]),
+                "recon": _sq_error_outside(recon_u8[k], video[k], outside[k]),
                 "out_cells": _sq_error_outside(out["video"][k], video[k], outside_cells[k]),
                 "recon_cells": _sq_error_outside(recon_u8[k], video[k], outside_cells[k]),
             }
@@ -108,8 +106,8 @@ def evaluate(
                     "prompt": prompts[k],
                     "all_correct": score["all_correct"],
                     "per_object_correct": score["per_object_correct"],
-                    "psnr_outside": psnr_from(*e_out),
-                    "psnr_outside_recon": psnr_from(*e_rec),
+                    "psnr_outside": psnr_from(*errors["out"]),
+                    "psnr_outside_recon": psnr_from(*errors["recon"]),
                 }
             )
     metrics = {k: v for k, v in judge.aggregate(scores).items()}
