@@ -72,6 +72,35 @@ def test_absorbing_vlb_equals_elbo_weighted_masked_ce():
     np.testing.assert_allclose(weight[1:], 100.0 / np.asarray(t_b[1:]), rtol=2e-3)
 
 
+@pytest.mark.parametrize(
+    "objective,weighting", [("vlb", "elbo"), ("masked_ce", "elbo"), ("masked_ce", "uniform")]
+)
+def test_token_weight_scales_each_tokens_loss(objective, weighting):
+    """Weights of one change nothing; weight zero on a token removes it (its logits get no gradient); the
+    ELBO-weighted objectives are linear in the weights, "uniform" a weighted mean."""
+    sched = S.make_schedule(K, 50, kind="absorbing")
+    cfg = diffusion_config()
+    cfg.objective, cfg.ce_weighting = objective, weighting
+    x0 = _batch(14)
+    z_t, t_b = L.corrupt(jax.random.key(15), sched, x0)
+    logits = jax.random.normal(jax.random.key(16), x0.shape + (K,))
+
+    def loss(lg, weight=None):
+        return L.diffusion_losses(sched, lg, x0, z_t, t_b, cfg, weight)["loss"]
+
+    np.testing.assert_allclose(float(loss(logits, jnp.ones(x0.shape))), float(loss(logits)), rtol=1e-6)
+    left = jnp.zeros(x0.shape).at[..., :2].set(1.0)  # half the tokens, by column
+    grad = np.asarray(jax.grad(loss)(logits, left))
+    assert np.abs(grad[..., 2:, :]).max() == 0.0 and np.abs(grad[..., :2, :]).max() > 0
+    if weighting == "elbo":  # a sum over tokens: linear in the weights
+        np.testing.assert_allclose(
+            float(loss(logits, 1.0 + 3.0 * left)), float(loss(logits) + 3.0 * loss(logits, left)), rtol=1e-5
+        )
+    else:  # a weighted mean: with the left half all but right, weighting it lowers the loss
+        better_left = logits + left[..., None] * 5.0 * jax.nn.one_hot(x0, K)
+        assert float(loss(better_left, 1.0 + 3.0 * left)) < 0.8 * float(loss(better_left))
+
+
 @pytest.mark.parametrize("kind", S.KINDS)
 def test_gradients_are_finite_at_every_step(kind):
     sched = S.make_schedule(K, 10, kind=kind)

@@ -82,6 +82,14 @@ def test_no_mask_left_and_cfg_limits(kind):
     np.testing.assert_array_equal(np.asarray(cfg0), np.asarray(uncond))
     np.testing.assert_array_equal(np.asarray(cfg1), np.asarray(cond))
     assert not np.array_equal(np.asarray(cfg3), np.asarray(cond))
+    batches = []  # scale 1 is the conditional model: one pass of the batch, not two
+
+    def recording(ids, *args):
+        batches.append(ids.shape[0])
+        return _text_dependent(ids, *args)
+
+    SM.sample_tokens(recording, sched, rng, text_bld=text, text_mask_bl=mask, guidance_scale=1.0, **common)
+    assert batches and set(batches) == {text.shape[0]}
 
 
 def test_guided_log_probs_formula():

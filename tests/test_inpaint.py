@@ -384,6 +384,44 @@ def test_inpainter_samples_with_the_runs_sampler_from_the_known_tokens(trained):
     }
 
 
+def test_sketch_guidance_drops_the_sketch_with_the_text(trained, tmp_path):
+    """inpaint.sketch_guidance: where the text is dropped (here always) the sketch is too, so the projection of
+    the sketch tokens onto frame 0 (sketch_grid) gets no gradient (with the sketch given it would: the segment
+    embeddings beside it do); the border weight trains beside it. At sampling the unconditional branch has no
+    sketch, which changes what guidance draws once the sketch matters."""
+    from motionaura_jax.data.synthetic import MovingShapes
+    from motionaura_jax.pipelines.inpaint import Inpainter
+    from motionaura_jax.train import loop
+
+    config = config_lib.load_config(
+        "experiments/inpaint.py:tiny",
+        [f"--config.inpaint.t2v_workdir={trained['t2v']}", f"--config.tokens.cache={trained['root'] / 'icache'}",
+         "--config.mesh.num_devices=1", "--config.train.steps=1", "--config.train.text_drop_prob=1.0",
+         "--config.inpaint.sketch_grid=True", "--config.inpaint.sketch_guidance=True",
+         "--config.inpaint.border_weight=3.0"],
+    )  # fmt: skip
+    result = loop.train(config, tmp_path / "run")
+    assert np.isfinite(result.last_metrics[LOSS_KEY])
+    (adam,) = [s for s in jax.tree.leaves(result.state.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
+               if hasattr(s, "mu")]  # fmt: skip
+    moments = {jax.tree_util.keystr(path): float(jnp.abs(m).max())
+               for path, m in jax.tree_util.tree_leaves_with_path(adam.mu["segments"])}  # fmt: skip
+    (sketch_fuse,) = [v for k, v in moments.items() if "sketch_fuse" in k]
+    (embedding,) = [v for k, v in moments.items() if "embedding" in k]
+    assert sketch_fuse == 0.0 and embedding > 0.0, moments
+
+    clips = [MovingShapes(frames=5, size=16, split="heldout")[i] for i in range(4)]
+    args = [np.stack([c[k] for c in clips]) for k in ("video", "masks", "sketch")]
+    inpainter = Inpainter.load(tmp_path / "run")
+    inpainter.trainable = jax.tree_util.tree_map_with_path(  # make the sketch matter: a random projection
+        lambda path, x: jax.random.normal(jax.random.key(0), x.shape) if "sketch_fuse" in jax.tree_util.keystr(path)
+        else x, inpainter.trainable)  # fmt: skip
+    guided = inpainter.inpaint(*args, [c["caption"] for c in clips], guidance_scale=4.0, num_steps=3)
+    inpainter.config.inpaint.sketch_guidance = False  # the sketch in both branches
+    plain = inpainter.inpaint(*args, [c["caption"] for c in clips], guidance_scale=4.0, num_steps=3)
+    assert (guided["ids"] != plain["ids"]).any()
+
+
 def test_full_finetune_arm_learns(trained):
     """The full fine-tune arm on the same cache: the denoiser copy starts at the base run's weights and the
     diffusion loss on the tiny cache falls within 40 steps (the step, the context path and the data agree)."""
@@ -530,6 +568,23 @@ def test_token_footprint_inverts_the_token_region():
     one[0, 2, 1, 3] = True  # latent frame 2 = frames 3, 4
     cells = token_footprint(one, 2, 4, 9)
     assert cells.sum() == 2 * 16 and cells[0, 3:5, 4:8, 12:16].all()
+
+
+def test_region_border_is_the_regions_edge_inside_the_frame():
+    """inpaint.border_weight's tokens: region tokens with a 4-neighbour outside the region; a region reaching
+    the frame's edge has no border there; a non-positive weight is refused by name."""
+    from motionaura_jax.train.inpaint import border_weight, region_border
+
+    region = np.zeros((1, 2, 6, 6), bool)
+    region[0, 0, 1:5, 1:5] = True  # a 4x4 block: its 12 outer tokens are border, the 2x2 inside is not
+    region[0, 1, :3, :] = True  # the top half of the frame: only its bottom row is border
+    border = np.asarray(region_border(jnp.asarray(region)))
+    assert border[0, 0].sum() == 12 and not border[0, 0, 2:4, 2:4].any() and border[0, 0, 1, 1:5].all()
+    np.testing.assert_array_equal(np.argwhere(border[0, 1])[:, 0], [2] * 6)
+    assert not (border & ~region).any()
+    config = config_lib.load_config("experiments/inpaint.py:tiny", ["--config.inpaint.border_weight=0"])
+    with pytest.raises(ValueError, match="inpaint.border_weight"):
+        border_weight(config)
 
 
 def test_mask_fill_is_the_context_videos_masked_value(trained, tmp_path):

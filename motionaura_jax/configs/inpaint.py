@@ -61,6 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
             # projection): the sketch is the object's outline where it is in frame 0. Needs the conv encoder's
             # grid to be the target's per-frame token grid.
             sketch_grid=False,
+            # Classifier-free guidance on the sketch too: the sketch is dropped together with the text in training
+            # (train.text_drop_prob) and guidance's unconditional branch has neither, so guidance pushes toward the
+            # sketch as toward the caption. False: the sketch is always given, in both branches.
+            sketch_guidance=False,
+            # Loss weight of the region's border tokens (train/inpaint.region_border: where the region ends inside
+            # its token cells, and the object must stop short of the cell's edge) against 1 for every other token.
+            border_weight=1.0,
             corrupt_region="all",  # corrupt "all" target tokens (the paper) or only the "masked" region's
             # Share of training captions given without their shape word (Moving Shapes captions), so that the
             # shape must come from the sketch: the caption names it otherwise and the sketch can be ignored

@@ -91,11 +91,13 @@ def vlb_losses(
     aux_positions: str = "corrupted",
     adaptive_aux: bool = True,
     mask_weight: tuple[float, float] = (1.0, 1.0),
+    token_weight: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """VQ-Diffusion's loss for logits (B, ..., K), clean ids x0 (B, ...), z_t (B, ...) and t_b (B,).
 
     aux_positions: "corrupted" (z_t ≠ z_0: masked or replaced) or "all" (VQ-Diffusion's choice).
     mask_weight: (weight of KL at masked z_t, at unmasked z_t), VQ-Diffusion's `mask_weight`.
+    token_weight: optional weights shaped like x0, multiplying each token's terms of the loss.
     """
     if aux_positions not in ("corrupted", "all"):
         raise ValueError(
@@ -123,6 +125,8 @@ def vlb_losses(
         (2.0 - t_b.astype(jnp.float32) / num_steps) if adaptive_aux else jnp.ones(t_b.shape, jnp.float32)
     )
     aux = num_steps * _per_example(t_weight, x0.ndim) * ce * aux_where
+    if token_weight is not None:
+        vlb, aux = vlb * token_weight, aux * token_weight
     loss = _token_mean(vlb) + aux_weight * _token_mean(aux)
     predicted = jnp.argmax(log_x0_recon, axis=-1)
     return {
@@ -158,10 +162,12 @@ def masked_ce_losses(
     t_b: jax.Array,
     *,
     weighting: str = "elbo",
+    token_weight: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Masked-diffusion objective for the absorbing variant: weighted CE of z_0 on the [MASK] positions.
 
     "elbo" is averaged over all tokens (an ELBO per token, comparable with "vlb"); "uniform" over masked ones.
+    token_weight (shaped like x0, optional) weights each token: "uniform" then averages with those weights.
     """
     if not schedule.absorbing:
         raise ValueError(
@@ -174,7 +180,12 @@ def masked_ce_losses(
     is_masked = z_t == schedule.num_codes
     weight = _per_example(masked_ce_weight(schedule, t_b, weighting), x0.ndim)
     weighted = weight * ce * is_masked
-    loss = _token_mean(weighted) if weighting == "elbo" else _masked_mean(weight * ce, is_masked)
+    if token_weight is None:
+        loss = _token_mean(weighted) if weighting == "elbo" else _masked_mean(weight * ce, is_masked)
+    elif weighting == "elbo":
+        loss = _token_mean(weighted * token_weight)
+    else:
+        loss = _masked_mean(weight * ce * token_weight, is_masked) / _masked_mean(token_weight, is_masked)
     predicted = jnp.argmax(log_x0_recon, axis=-1)
     return {
         "loss": loss,
@@ -191,8 +202,10 @@ def diffusion_losses(
     z_t: jax.Array,
     t_b: jax.Array,
     diffusion_cfg,
+    token_weight: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """Dispatches on `diffusion_cfg.objective` ("vlb" or "masked_ce") with the config's weights (configs/t2v.py)."""
+    """Dispatches on `diffusion_cfg.objective` ("vlb" or "masked_ce") with the config's weights (configs/t2v.py);
+    token_weight (shaped like x0) optionally weights each token's loss."""
     c = diffusion_cfg
     objective = c.objective
     if objective == "vlb":
@@ -206,9 +219,12 @@ def diffusion_losses(
             aux_positions=c.aux_positions,
             adaptive_aux=c.adaptive_aux,
             mask_weight=tuple(c.mask_weight),
+            token_weight=token_weight,
         )
     if objective == "masked_ce":
-        return masked_ce_losses(schedule, logits, x0, z_t, t_b, weighting=c.ce_weighting)
+        return masked_ce_losses(
+            schedule, logits, x0, z_t, t_b, weighting=c.ce_weighting, token_weight=token_weight
+        )
     raise ValueError(f"diffusion.objective {objective!r} is not one of {OBJECTIVES}")
 
 

@@ -135,10 +135,11 @@ def _x0_log_probs_fn(
     null_text_mask_bl: jax.Array | None,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """(ids, t_b, temperature) -> guided log p̃(z_0 | z_t), (B, ..., K): one conditional pass, or with
-    guidance_scale two passes batched as 2B (the null text defaults to `losses.null_text`)."""
+    guidance_scale two passes batched as 2B (the null text defaults to `losses.null_text`). A scale of 1 is the
+    conditional model exactly: one pass."""
     batch = text_bld.shape[0]
     fps_b = jnp.asarray(fps_b, jnp.float32)
-    if guidance_scale is None:
+    if guidance_scale is None or guidance_scale == 1.0:
 
         def conditional(ids, t_b, temperature):
             logits = denoise_fn(ids, t_b, fps_b, text_bld, text_mask_bl)

@@ -325,6 +325,7 @@ class Inpainter:
             return _SAMPLERS[key]
         model, schedule, fine_tuned = self.model, self.schedule, self.fine_tuned
         trainables, lora_cfg = (self.trainables, self.lora_cfg) if fine_tuned else (None, None)
+        guide_sketch = fine_tuned and bool(self.config.inpaint.get("sketch_guidance", False))
 
         def run(trainable, base, tower, rng, text, mask, fps, context, sketch, init_ids):
             if fine_tuned:
@@ -337,7 +338,10 @@ class Inpainter:
             def denoise(ids, t_b, fps_b, text_bld, mask_bl):
                 if not fine_tuned:
                     return model.apply({"params": params}, ids, t_b, fps_b, text_bld, mask_bl)
-                reps = ids.shape[0] // batch  # 2 under classifier-free guidance
+                reps = ids.shape[0] // batch  # 2 under guidance: [conditional ; unconditional]
+                sketch_tokens = [tokens] * reps
+                if guide_sketch and reps == 2:  # the unconditional branch without the sketch, as trained
+                    sketch_tokens[1] = jnp.zeros_like(tokens)
                 return model.apply(
                     {"params": params},
                     ids,
@@ -346,7 +350,7 @@ class Inpainter:
                     text_bld,
                     mask_bl,
                     context_ids_bthw=jnp.concatenate([context] * reps),
-                    extra_tokens_bsd=jnp.concatenate([tokens] * reps),
+                    extra_tokens_bsd=jnp.concatenate(sketch_tokens),
                 )
 
             return sample(

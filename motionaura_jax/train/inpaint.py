@@ -38,7 +38,7 @@ from motionaura_jax import paths, runs
 from motionaura_jax.data import token_cache
 from motionaura_jax.data.synthetic import caption_without_shape
 from motionaura_jax.data.token_cache import TokenCache
-from motionaura_jax.diffusion.losses import diffusion_losses
+from motionaura_jax.diffusion.losses import diffusion_losses, drop_text
 from motionaura_jax.diffusion.schedule import schedule_from_config
 from motionaura_jax.models import sketch as sketch_lib
 from motionaura_jax.models.denoiser import SpectralDenoiser
@@ -218,13 +218,37 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[SpectralDenoiser, I
     return model, trainables, inpaint_lora_config(config.model, i)
 
 
+def region_border(region_bthw: jax.Array) -> jax.Array:
+    """(B, T', H', W') bool: the region's tokens with a spatial 4-neighbour outside it, the cells where the
+    dilated mask ends inside a token cell and the object must stop short of its edge. The frame's edge does
+    not count (no pixel lies beyond it)."""
+    region = region_bthw.astype(bool)
+    padded = jnp.pad(region, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=True)
+    interior = (
+        padded[:, :, :-2, 1:-1] & padded[:, :, 2:, 1:-1] & padded[:, :, 1:-1, :-2] & padded[:, :, 1:-1, 2:]
+    )
+    return region & ~interior
+
+
+def border_weight(config: ml_collections.ConfigDict) -> float:
+    """config.inpaint.border_weight, checked."""
+    weight = float(config.inpaint.border_weight)
+    if weight <= 0:
+        raise ValueError(
+            f"inpaint.border_weight={weight}: a positive loss weight (1: the border as any token)"
+        )
+    return weight
+
+
 def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora_cfg, schedule, tx):
     drop_prob = float(config.train.text_drop_prob)
+    border = border_weight(config)
     region_only = config.inpaint.corrupt_region == "masked"
     if config.inpaint.corrupt_region not in ("all", "masked"):
         raise ValueError(f"inpaint.corrupt_region={config.inpaint.corrupt_region!r}: use all or masked")
 
     drop_shape = shape_word_drop(config)
+    guide_sketch = bool(config.inpaint.sketch_guidance)
 
     def train_step(state: InpaintState, batch: dict, rng: jax.Array, step: jax.Array):
         if drop_shape > 0:  # some captions without their shape word: the sketch must say it
@@ -235,7 +259,14 @@ def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora
                 "text": jnp.where(dropped[:, None, None], batch["text_noshape"], batch["text"]),
                 "text_mask": jnp.where(dropped[:, None], batch["text_noshape_mask"], batch["text_mask"]),
             }
-        ids, z_t, t_b, text, text_mask, rng_dropout = noisy_inputs(batch, rng, schedule, drop_prob)
+        dropped_b = None
+        if guide_sketch:  # the text and the sketch dropped together: guidance's unconditional branch
+            rng, rng_text = jax.random.split(rng)
+            text, text_mask, dropped_b = drop_text(rng_text, batch["text"], batch["text_mask"], drop_prob)
+            batch = {**batch, "text": text, "text_mask": text_mask}
+        ids, z_t, t_b, text, text_mask, rng_dropout = noisy_inputs(
+            batch, rng, schedule, 0.0 if guide_sketch else drop_prob
+        )
         if region_only:  # the known tokens are given clean, as `--paste_every_step` inference gives them
             z_t = jnp.where(batch["region"], z_t, ids)
 
@@ -244,6 +275,8 @@ def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora
 
         def loss_fn(trainable):
             tokens = trainables.apply({"params": trainable}, batch["sketch"][..., None], state.sketch_tower)
+            if dropped_b is not None:
+                tokens = jnp.where(dropped_b[:, None, None], 0.0, tokens)
             params = denoiser_params(trainable, state.base, lora_cfg)
             logits = model.apply(
                 {"params": params},
@@ -253,7 +286,10 @@ def make_inpaint_step(config: ml_collections.ConfigDict, model, trainables, lora
                 context_ids_bthw=context_ids,
                 extra_tokens_bsd=tokens,
             )
-            metrics = diffusion_losses(schedule, logits, ids, z_t, t_b, config.diffusion)
+            token_weight = None
+            if border != 1.0:
+                token_weight = jnp.where(region_border(batch["region"]), border, 1.0)
+            metrics = diffusion_losses(schedule, logits, ids, z_t, t_b, config.diffusion, token_weight)
             return metrics["loss"], metrics
 
         return gradient_step(state, tx, loss_fn)
