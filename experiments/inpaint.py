@@ -94,11 +94,12 @@ _QUICKSTART = dict(
         steps=400, batch_size=32, lr=3e-3, warmup=50, log_every=50, ckpt_every=200, eval_every=0,
         sample_every=400,
     ),
-    # The sampler of t2v.py:quickstart (MaskGIT order, 16 steps, 16 refinement rounds, T=0.2, CFG 2), from the
-    # known tokens.
+    # The sampler of t2v.py:quickstart (MaskGIT order, 16 steps, 16 refinement rounds, T=0.2), from the known
+    # tokens, without its guidance (scale 1: one conditional pass): guidance pushed the object past the region
+    # and drew fewer squares (README, "Inpainting and LoRA").
     sample=dict(
         num_clips=4, method="confidence", num_steps=16, temperature=0.2, refine_steps=16, refine_fraction=0.2,
-        guidance_scale=2.0, paste_every_step=True,
+        guidance_scale=1.0, paste_every_step=True,
     ),
     eval=dict(num_clips=64, batch_size=16),
 )  # fmt: skip
