@@ -12,7 +12,7 @@
 | arg             | base run                 | clips        | fine-tune            | sketch encoder      | steps |
 |-----------------|--------------------------|--------------|----------------------|---------------------|-------|
 | tiny            | t2v.py:tiny (given)      | 16 5x16²     | LoRA r=1 (default)   | conv (8,16,16) → 16 tok | 3     |
-| quickstart      | runs/quickstart/t2v      | 2048 17x32²  | LoRA r=16 on attention, FFN, adaLN, patch-in and head kernels, lr 3e-3; context by channel, region grey; known tokens given, no shape word in captions | conv (16,32,64,64) → 16 tok, also at frame 0 (sketch_grid) | 400 |
+| quickstart      | runs/quickstart/t2v      | 2048 17x32²  | LoRA r=16 on attention, FFN, adaLN, patch-in and head kernels, lr 3e-3; context by channel, region grey; known tokens given, no shape word in captions, border tokens weighted 4x; sampled without guidance | conv (16,32,64,64) → 16 tok, also at frame 0 (sketch_grid) | 400 |
 | quickstart_full | as quickstart            | 2048 17x32²  | full fine-tune, lr 1e-3, context by channel | as quickstart | 400 |
 | quickstart_sequence | as quickstart (a t2v run with self-attention) | 2048 17x32² | LoRA, the paper's [target ; context ; sketch] | as quickstart | 400 |
 
@@ -84,11 +84,12 @@ _QUICKSTART = dict(
     # channel fusion: the sequence stays the target's 144 tokens (the demo's time budget), and any t2v mode fits.
     # corrupt_region="masked" + sample.paste_every_step: trained and sampled with the known tokens given, so the
     # model sees where the region is; shape_word_drop: no training caption names the shape, so the sketch
-    # is read; mask_fill=0: the region grey in the masked video, so z_m shows where it ends (docstring).
+    # is read; mask_fill=0: the region grey in the masked video, so z_m shows where it ends (docstring);
+    # border_weight: the loss weighs 4x the border tokens, where the object must stop short of the cell's edge.
     inpaint=dict(
         t2v_workdir="runs/quickstart/t2v", sketch_channels=(16, 32, 64, 64), mask_dilate=2, context_fusion="channel",
         corrupt_region="masked", shape_word_drop=1.0, sketch_grid=True, lora_rank=16, lora_targets=_WIDE_LORA,
-        mask_fill=0.0,
+        mask_fill=0.0, border_weight=4.0,
     ),
     train=dict(
         steps=400, batch_size=32, lr=3e-3, warmup=50, log_every=50, ckpt_every=200, eval_every=0,
