@@ -325,7 +325,7 @@ class Inpainter:
             return _SAMPLERS[key]
         model, schedule, fine_tuned = self.model, self.schedule, self.fine_tuned
         trainables, lora_cfg = (self.trainables, self.lora_cfg) if fine_tuned else (None, None)
-        guide_sketch = fine_tuned and bool(self.config.inpaint.get("sketch_guidance", False))
+        guide_sketch = fine_tuned and bool(self.config.inpaint.sketch_guidance)
 
         def run(trainable, base, tower, rng, text, mask, fps, context, sketch, init_ids):
             if fine_tuned:
