@@ -16,6 +16,10 @@ def test_stages_are_wired_and_overrides_apply_where_they_fit(tmp_path):
     assert all(c.train.steps == 7 for c in by_task.values())
     assert pathlib.Path(by_task["t2v"].tokens.tokenizer_workdir) == tmp_path / "vae"
     assert by_task["t2v"].tokens.text_max_length == 8
+    # The evaluation after each stage replaces its in-training hooks, unless an override asks for them.
+    assert all(c.train.eval_every == 0 and c.train.sample_every == 0 for c in by_task.values())
+    again = quickstart.stage_configs(tmp_path, [("train.eval_every", "5")])
+    assert all(config.train.eval_every == 5 for _, _, config in again)
 
 
 def test_override_no_stage_has_is_an_error(tmp_path):

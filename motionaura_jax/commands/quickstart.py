@@ -8,7 +8,8 @@ sheets and GIFs in WORKDIR/t2v/judged), after inpainting (a LoRA fine-tune of th
 run) it inpaints 16 held-out clips and judges them (`eval inpaint`). Re-running resumes where it stopped.
 
 An override applies to every stage whose config has that key (`--config.train.steps=50` shortens them all);
-a key no stage has is an error.
+a key no stage has is an error. The stages' in-training eval and sample hooks are off (`train.eval_every=0`,
+`train.sample_every=0`): the evaluation after each stage replaces them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def stage_configs(root: epath.Path, overrides: list[tuple[str, str]]) -> list[tu
             config.tokens.tokenizer_workdir = str(root / "vae")
         if task == "inpaint":
             config.inpaint.t2v_workdir = str(root / "t2v")
+        # Each stage is evaluated after it trains (below), on more clips than its in-training hooks use: those
+        # would repeat that work inside the demo's time budget. An override turns them back on.
+        config.train.eval_every = 0
+        config.train.sample_every = 0
         keys = set(config_lib.all_keys(config))
         for key, value in overrides:
             if key in keys:
