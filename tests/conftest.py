@@ -4,6 +4,14 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA cache for the whole run, shared by the xdist workers (started after this module is loaded in
+# the controller, they inherit the variable) and the subprocesses tests start: the many tests that build the same
+# tiny train or sample step load its executable instead of compiling it again. Removed when the run ends.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="motionaura-tests-xla-cache-")
 # Nothing downloads: hubs are off in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -54,6 +62,13 @@ def _restore_motionaura_logging():
     for logger, handlers, propagate, level in saved:
         logger.handlers[:] = handlers
         logger.propagate, logger.level = propagate, level
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):  # the process that made the cache folder
+        import shutil
+
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_configure(config):
