@@ -91,8 +91,8 @@ ABLATIONS at equal wall time on the tokens of the time x2 vae.py:quickstart (the
 | quickstart_qkv_fft2      | 651             | 15.6% | 20.3%    |
 
 Earlier, on the time x4 tokenizer (80 tokens): each arm is quickstart with one change, on the tokens of a
-vae.py:quickstart run, stopped after 12 minutes on one core (the other core ran the other arm of its pair), judged on 64 seen + 64
-held-out captions; fully correct seen / held-out (README: shape, direction, every-frame columns):
+vae.py:quickstart run, stopped after 12 minutes on one core (the other core ran the other arm of its pair),
+judged on 64 seen + 64 held-out captions; fully correct seen / held-out (README: shape, direction, every-frame columns):
     motionaura train --config=experiments/t2v.py:quickstart_filter3d --workdir=runs/abl/filter3d \
         --config.train.time_limit_min=12 --config.train.eval_every=400
     motionaura eval t2v --ckpt=runs/abl/filter3d --out=runs/abl/filter3d/judged/metrics.json
