@@ -166,7 +166,8 @@ _QUICKSTART = dict(
     model=dict(_COARSE["model"], patch_size=(1, 2, 2), spectral_mode="none", scan_layers=False),
     tokens=dict(_COARSE["tokens"], tokenizer_workdir="runs/quickstart/vae"),
     diffusion=dict(objective="masked_ce", ce_weighting="uniform"),
-    train=dict(_COARSE["train"], steps=1600, ckpt_every=400, eval_every=800, sample_every=800),
+    # 1300 steps: tokenizer and text-to-video stages of `make demo` within 30 minutes of 2 CPU cores.
+    train=dict(_COARSE["train"], steps=1300, ckpt_every=650, eval_every=650, sample_every=650),
     # CFG 2 instead of 3: on the time x2 code-noise tokens stronger guidance costs squares; ahead on both models
     # and both seeds tried (docs/results/t2v_sampling.md, last table).
     sample=dict(_COARSE["sample"], guidance_scale=2.0),
