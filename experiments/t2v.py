@@ -14,13 +14,15 @@
 |------------------|----------|---------|-------------------------------------|------------------|-----------|-------|
 | tiny             | 64 5x16² | 2x4x4   | 32, 2, 4, 2.0                       | absorbing, T=20  | qkv_fft2  | 3     |
 | tiny_mar         | as tiny                                 | mask-and-replace, T=20  | qkv_fft2  | 3     |
-| quickstart       | 2048 17x32² | 9x8x8 codes (K=256) as 9x4x4 tokens (patch 1x2x2) | 128, 4, 4, 4.0; pooled text in adaLN | absorbing, T=100, masked CE | none (plain attention) | 1600 |
-| quickstart_qkv_fft2 | as quickstart                        | absorbing        | qkv_fft2 (the paper's FFT attention) | 1600 |
-| quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 1600 |
-| quickstart_global_filter | as quickstart                   | absorbing        | global_filter + attention | 1600 |
-| quickstart_fnet  | as quickstart                           | absorbing        | fnet_mix + attention | 1600 |
-| quickstart_vlb   | as quickstart                           | absorbing, VLB   | none      | 1600  |
-| quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's), VLB | none | 1600 |
+| quickstart       | 2048 17x32² | 9x8x8 codes (K=256) as 9x4x4 tokens (patch 1x2x2) | 128, 4, 4, 4.0; pooled text in adaLN | absorbing, T=100, masked CE | none (plain attention) | 1300 |
+| quickstart64     | 2048 17x64² | 9x8x8 codes of vae.py:quickstart64 as 9x4x4 tokens | as quickstart | as quickstart | none | 1600 |
+| quickstart64_two | 4096 17x64², two objects a clip | as quickstart64 | as quickstart | as quickstart | none | 1600 |
+| quickstart_qkv_fft2 | as quickstart                        | absorbing        | qkv_fft2 (the paper's FFT attention) | 1300 |
+| quickstart_filter3d | as quickstart                        | absorbing        | filter3d (attention-free) | 1300 |
+| quickstart_global_filter | as quickstart                   | absorbing        | global_filter + attention | 1300 |
+| quickstart_fnet  | as quickstart                           | absorbing        | fnet_mix + attention | 1300 |
+| quickstart_vlb   | as quickstart                           | absorbing, VLB   | none      | 1300  |
+| quickstart_mar   | as quickstart                           | mask-and-replace (VQ-Diffusion's), VLB | none | 1300 |
 | quickstart_fine  | 4096, on vae.py:quickstart_fine's tokens | as quickstart                 | none      | 2000  |
 | quickstart_coarse | 2048 17x32² | 5x4x4 codes of vae.py:quickstart_coarse (K=1024) | as quickstart | absorbing, VLB | qkv_fft2 | 2000 |
 | shapes64         | 4096 17x64² | 5x8x8 codes of vae.py:shapes64 (K=4096) as 5x4x4 tokens | as quickstart | as quickstart | qkv_fft2 | 1600 |
@@ -78,8 +80,9 @@ minutes on 2 cores), each token a 1x2x2 block of codes as in quickstart:
     motionaura train --config=experiments/vae.py:shapes64 --workdir=runs/vae_shapes64
     motionaura train --config=experiments/t2v.py:shapes64 --workdir=runs/t2v_shapes64
 
-ABLATIONS at equal wall time on the tokens of the time x2 vae.py:quickstart (the demo's; 2026-12-04): each arm
-15 minutes on one core while another arm ran on the other, judged on 64 seen + 64 held-out captions (CFG 2):
+ABLATIONS at equal wall time on the tokens of the time x2 vae.py:quickstart (the demo's; 2026-12-04, when both
+quickstarts had 1600-step schedules: add --config.train.steps=1600 to repeat them): each arm 15 minutes on one
+core while another arm ran on the other, judged on 64 seen + 64 held-out captions (CFG 2):
 
 | arm                      | steps in 15 min | seen  | held-out |
 |--------------------------|-----------------|-------|----------|
@@ -173,6 +176,21 @@ _QUICKSTART = dict(
     sample=dict(_COARSE["sample"], guidance_scale=2.0),
 )
 
+# 64x64: the same denoiser on the 9x8x8 codes of vae.py:quickstart64 (a tokenizer of 64x64 clips with one more
+# spatial x2 step), so a step costs what it costs at 32x32; one object per caption, or two ("... and a ...", in a
+# cache of their own beside the one-object cache).
+_QUICKSTART64 = dict(
+    _QUICKSTART,
+    data=dict(_QUICKSTART["data"], size=64),
+    tokens=dict(_QUICKSTART["tokens"], tokenizer_workdir="runs/quickstart64/vae"),
+    train=dict(_QUICKSTART["train"], steps=1600, ckpt_every=400, eval_every=800, sample_every=800),
+)
+_QUICKSTART64_TWO = dict(
+    _QUICKSTART64,
+    data=dict(_QUICKSTART64["data"], num_objects=2, num_clips=4096),
+    tokens=dict(_QUICKSTART64["tokens"], cache="runs/quickstart64/vae/token_cache_train_two_objects"),
+)
+
 # The paper scale (the notes' L: width 2560, depth 40, heads 40, ~5.9B parameters) on the tokens of vae.py:L
 # (5x32x32 = 5120 codes of K=16384 per 17x256x256 clip) and T5-XXL text (4096-d, 128 tokens). The token grid,
 # text length, vocabulary and text width are set here (they are what vae.py:L and T5-XXL produce), so the step
@@ -213,6 +231,8 @@ RUNS = {
         tokens=dict(_QUICKSTART["tokens"], tokenizer_workdir="runs/quickstart_fine/vae"),
         train=_COARSE["train"],
     ),
+    "quickstart64": _QUICKSTART64,
+    "quickstart64_two": _QUICKSTART64_TWO,
     "quickstart_coarse": _COARSE,
     "shapes64": dict(
         _QUICKSTART,

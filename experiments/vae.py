@@ -6,6 +6,7 @@
     motionaura train --config=experiments/vae.py:quickstart --workdir=runs/vae_quickstart
     motionaura eval recon --ckpt=runs/vae_quickstart --out=runs/vae_quickstart/recon.json
     motionaura train --config=experiments/vae.py:quickstart_fine --workdir=runs/quickstart_fine/vae
+    motionaura train --config=experiments/vae.py:quickstart64 --workdir=runs/quickstart64/vae
     motionaura train --config=experiments/vae.py:quickstart_coarse --workdir=runs/vae_quickstart_coarse
     motionaura train --config=experiments/vae.py:quickstart_nomask --workdir=runs/vae_quickstart_nomask
     motionaura train --config=experiments/vae.py:shapes32 --workdir=runs/vae_shapes32
@@ -21,7 +22,8 @@
 | arg               | clip      | compression | channels               | blocks       | K     | GAN from | steps  | batch |
 |-------------------|-----------|-------------|------------------------|--------------|-------|----------|--------|-------|
 | tiny              | 5x16x16   | 4x4x4       | (8, 16, 16)            | (1, 1, 1)    | 32    | 1        | 3      | 8     |
-| quickstart        | 17x32x32  | 2x4x4       | (48, 96, 128) + 16 full-resolution | (1, 1, 1) | 256  | off | 1600 | 8  |
+| quickstart        | 17x32x32  | 2x4x4       | (48, 96, 128) + 16 full-resolution | (1, 1, 1) | 256  | off | 1300 | 8  |
+| quickstart64      | 17x64x64  | 2x8x8       | as quickstart, trained on two-object clips | (1, 1, 1) | 256 | off | 1600 | 8 |
 | quickstart_fine   | as quickstart, 2400 steps                                                                  |
 | quickstart_coarse | 17x32x32  | 4x8x8       | (48, 96, 128)          | (1, 1, 1)    | 1024  | off      | 1200   | 8     |
 | quickstart_nomask | as quickstart_coarse, masking + MFI off                                                    |
@@ -158,6 +160,16 @@ _QUICKSTART = dict(
     train=dict(_COARSE["train"], steps=1300, ckpt_every=650, eval_every=650, sample_every=1300),
 )
 
+# 64x64 clips on the same 9x8x8 code grid, so the text-to-video stage costs what it costs at 32x32: the stem's 4x
+# patch then one spatial x2 step (17x64x64 -> 9x8x8). Trained on two-object clips, so that one tokenizer serves the
+# one- and the two-object text-to-video runs (t2v.py:quickstart64, quickstart64_two).
+_QUICKSTART64 = dict(
+    _QUICKSTART,
+    model=dict(_QUICKSTART["model"], down_space=(True, False)),
+    data=dict(_QUICKSTART["data"], size=64, num_objects=2),
+    train=dict(_QUICKSTART["train"], steps=1600, ckpt_every=400, eval_every=800, sample_every=1600),
+)
+
 
 def _shapes(size: int, channels: tuple, steps: int, eval_every: int, ckpt_every: int, log_every: int) -> dict:
     return dict(
@@ -215,6 +227,7 @@ RUNS = {
     "quickstart_fine": dict(
         _QUICKSTART, train=dict(_QUICKSTART["train"], steps=2400, ckpt_every=800, eval_every=800, sample_every=2400)
     ),
+    "quickstart64": _QUICKSTART64,
     "quickstart_coarse": _COARSE,
     "quickstart_nomask": dict(_COARSE, model=dict(_COARSE["model"], mask=dict(enabled=False), mfi=False)),
     "shapes32": _shapes(32, (64, 128, 160), steps=6300, eval_every=3150, ckpt_every=450, log_every=150),

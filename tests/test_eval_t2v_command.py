@@ -89,3 +89,49 @@ def test_video_grid_tiles_clips_in_order():
     assert grid.shape == (2, 3 * 5, 2 * 6, 3)
     assert (grid[:, 0:3, 0:4] == 10).all() and (grid[:, 0:3, 6:10] == 20).all()
     assert (grid[:, 10:13, 0:4] == 50).all() and (grid[:, 10:13, 6:10] == 128).all()  # empty cell: grey
+
+
+def test_judge_captions_one_and_two_objects():
+    """Held-out captions lead with the 8 never-trained combinations in order; a second object is a training
+    combination of another colour; every caption parses back to its objects."""
+    from motionaura_jax.data import synthetic
+    from motionaura_jax.eval import t2v as t2v_eval
+
+    one = t2v_eval.judge_captions(20, 9)
+    assert [synthetic.parse_caption(c) for c in one["heldout"][:8]] == [
+        [tuple(c)] for c in synthetic.HELD_OUT_COMBINATIONS
+    ]
+    assert len(one["seen"]) == 20 and all(" and " not in c for c in one["seen"] + one["heldout"])
+    two = t2v_eval.judge_captions(20, 9, num_objects=2)
+    for split, captions in two.items():
+        for single, caption in zip(one[split], captions, strict=False):
+            first, second = synthetic.parse_caption(caption)
+            assert [first] == synthetic.parse_caption(single)  # the same first objects as one-object captions
+            assert second in [tuple(c) for c in synthetic.TRAIN_COMBINATIONS] and second[0] != first[0]
+    assert len({c.split(" and ")[1] for c in two["seen"]}) > 5  # the second objects vary
+    with pytest.raises(ValueError, match="num_objects=3"):
+        t2v_eval.judge_captions(1, 1, num_objects=3)
+
+
+def test_fvd_against_the_test_split_equals_the_library():
+    """`eval t2v --ckpt --fvd`'s figure: FVD of the generated clips against as many test-split clips drawn with
+    the run's data config, the same number as eval/fvd.py gives on those clips; non-synthetic data is an
+    error naming the way to bring a reference."""
+    import numpy as np
+
+    from motionaura_jax.configs import data as data_config
+    from motionaura_jax.eval import fvd as fvd_lib
+    from motionaura_jax.eval import t2v as t2v_eval
+
+    data_cfg = data_config.get_config(size=16, frames=17, num_objects=2)
+    reference = t2v_eval.reference_clips(data_cfg, 3)
+    shapes = MovingShapes(size=16, frames=17, num_objects=2, split="test", num_clips=3)
+    np.testing.assert_array_equal(reference, np.stack([shapes[i]["video"] for i in range(3)]))
+    generated = t2v_eval.reference_clips(data_cfg, 3, split="heldout")
+    value, protocol = t2v_eval.fvd_against_split(data_cfg, generated)
+    assert value == pytest.approx(fvd_lib.fvd(reference, generated)["fvd"], rel=1e-6) and value > 0
+    assert protocol["reference"] == "Moving Shapes split 'test', first 3 clips"
+    with pytest.raises(t2v_eval.EvalInputError, match="--fvd_reference"):
+        t2v_eval.fvd_against_split(data_config.get_config(source="folder"), generated)
+    with pytest.raises(t2v_eval.EvalInputError, match="FVD: .*frames"):
+        t2v_eval.fvd_against_split(data_config.get_config(size=16, frames=5), generated[:, :5])

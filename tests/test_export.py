@@ -203,3 +203,11 @@ def test_eval_t2v_ckpt_generates_judges_and_equals_the_library(exported, tmp_pat
     assert "seen: fully correct" in capsys.readouterr().out
     assert eval_command.main(["t2v", f"--ckpt={t2v}", f"--out={out}", "--seen=0", "--heldout=0"]) == 2
     assert "not both 0" in capsys.readouterr().err
+    assert (
+        eval_command.main(["t2v", f"--ckpt={t2v}", f"--out={out}", "--seen=1", "--heldout=0", "--fvd"]) == 2
+    )
+    assert "--fvd needs --seen >= 2" in capsys.readouterr().err
+    # The tiny run's clips have 5 frames: FVD's I3D protocol takes 16, so --fvd names that and exits 2.
+    argv = ["t2v", f"--ckpt={t2v}", f"--out={out}", "--seen=2", "--heldout=0", "--batch=2", "--fvd"]
+    assert eval_command.main(argv) == 2
+    assert "FVD: FVD protocol takes the first 16 frames but clips have 5" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 """`motionaura eval recon|t2v|inpaint ...`: metrics with their protocol (metrics.json + a markdown table).
 
-motionaura eval t2v --ckpt=RUN --out=metrics.json [--seen=64] [--heldout=64] [--sheets=DIR]
+motionaura eval t2v --ckpt=RUN --out=metrics.json [--seen=64] [--heldout=64] [--sheets=DIR] [--fvd]
     Generates one clip per caption with RUN's own sampling settings, for --seen captions of trained
-    colour x shape x direction combinations and --heldout of the 8 never-trained ones, judges them as below
-    (plus visible_all_frames: an object is found in every frame) and writes PNG contact sheets and GIFs.
+    colour x shape x direction combinations and --heldout of the 8 never-trained ones (two objects a
+    caption when RUN trained on two), judges them as below (plus visible_all_frames: an object is found in
+    every frame) and writes PNG contact sheets and GIFs. --fvd adds seen/fvd: the seen clips against as
+    many clips of the test split (I3D, eval/fvd.py's pinned protocol).
 motionaura eval t2v --videos=DIR --out=metrics.json [--captions=FILE] [--fvd_reference=DIR] [--limit=N]
     Caption adherence of generated Moving Shapes videos, judged from the pixels alone
     (motionaura_jax/eval/judge.py). DIR holds MP4/GIF/... files and `captions.jsonl`, one
@@ -52,6 +54,7 @@ def _t2v(argv: list[str]) -> int:
     parser.add_argument("--heldout", type=int, default=64, help="--ckpt: captions of held-out combinations")
     parser.add_argument("--batch", type=int, default=64, help="--ckpt: clips sampled at once")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fvd", action="store_true", help="--ckpt: FVD of the seen clips vs the test split")
     parser.add_argument(
         "--sheets", default="", help="--ckpt: folder for PNG sheets and GIFs (default: OUT's)"
     )
@@ -98,13 +101,28 @@ def _t2v_generate(args: argparse.Namespace) -> int:
         return 2
     settings = sampling_kwargs(generator.config.sample)
     settings.pop("seed")  # one seed per clip, from --seed
-    captions = t2v_eval.judge_captions(args.seen, args.heldout)
+    data_cfg = generator.config.data
+    if args.fvd and args.seen < 2:
+        print(
+            "motionaura eval t2v: --fvd needs --seen >= 2 (a covariance of the seen clips)", file=sys.stderr
+        )
+        return 2
+    captions = t2v_eval.judge_captions(args.seen, args.heldout, num_objects=int(data_cfg.num_objects))
     captions = {split: caps for split, caps in captions.items() if caps}
     results, details, videos = t2v_eval.generate_and_judge(
         generator, captions, batch=args.batch, seed=args.seed, progress=True, **settings
     )
     metrics = {f"{split}/{k}": v for split, m in results.items() if isinstance(m, dict) for k, v in m.items()}
     metrics["generate_seconds"] = results["generate_seconds"]
+    fvd_protocol = None
+    if args.fvd:
+        try:
+            metrics["seen/fvd"], fvd_protocol = t2v_eval.fvd_against_split(
+                data_cfg, videos["seen"], progress=True
+            )
+        except t2v_eval.EvalInputError as error:
+            print(f"motionaura eval t2v: {error}", file=sys.stderr)
+            return 2
     protocol = {
         "run": str(paths.absolute(args.ckpt)),
         "step": run.step,
@@ -113,6 +131,7 @@ def _t2v_generate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "sampling": settings,
         "judge": judge.judge_protocol(),
+        **({"fvd": fvd_protocol} if fvd_protocol else {}),
     }
     json_path, md_path = write_report(
         args.out, metrics, protocol, title="Text-to-video: generated and judged", details=details
@@ -121,6 +140,8 @@ def _t2v_generate(args: argparse.Namespace) -> int:
         args.sheets or paths.as_path(args.out).parent, videos, fps=settings["fps"]
     )
     print(t2v_eval.summary_line(results))
+    if args.fvd:
+        print(f"seen FVD against {args.seen} test clips: {metrics['seen/fvd']:.2f}")
     print(f"wrote {json_path} and {md_path}")
     for split, files in sheets.items():
         print(f"{split} examples: {files['png']} {files['gif']}")
@@ -186,6 +207,7 @@ def _inpaint(argv: list[str]) -> int:
     )
     parser.add_argument("--steps", type=int, default=0, help="reverse steps (default: sample.num_steps)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fvd", action="store_true", help="--ckpt: FVD of the seen clips vs the test split")
     parser.add_argument("--paste_pixels", action="store_true", help="copy input pixels outside the mask")
     parser.add_argument("--drop_shape_word", action="store_true", help="prompt without the shape word")
     parser.add_argument(

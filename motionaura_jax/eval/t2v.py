@@ -133,18 +133,70 @@ def _fvd_against(clips: list[np.ndarray], reference_dir: pathlib.Path) -> tuple[
 # --- generate and judge: a trained run on seen and never-trained Moving Shapes captions ------------------------
 
 
-def judge_captions(num_seen: int, num_heldout: int) -> dict[str, list[str]]:
-    """Single-object captions: `num_seen` over the training combinations (evenly spread over all 76) and
-    `num_heldout` cycling over the 8 held-out colour x shape x direction combinations (data/synthetic.py)."""
+def judge_captions(num_seen: int, num_heldout: int, num_objects: int = 1) -> dict[str, list[str]]:
+    """Captions of `num_seen` clips over the training combinations (the first object evenly spread over all 76)
+    and `num_heldout` whose first object cycles over the 8 held-out colour x shape x direction combinations
+    (data/synthetic.py). With `num_objects=2` each caption adds a second object of another colour from the
+    training combinations ("... and a ..."), drawn deterministically from the caption's index."""
     from motionaura_jax.data import synthetic
 
+    if num_objects not in (1, 2):
+        raise ValueError(
+            f"judge_captions: num_objects={num_objects}; Moving Shapes captions name 1 or 2 objects"
+        )
     train, held = synthetic.TRAIN_COMBINATIONS, synthetic.HELD_OUT_COMBINATIONS
-    seen = [train[(i * len(train)) // max(num_seen, 1) % len(train)] for i in range(num_seen)]
-    heldout = [held[i % len(held)] for i in range(num_heldout)]
-    return {
-        "seen": [synthetic.object_caption(*c) for c in seen],
-        "heldout": [synthetic.object_caption(*c) for c in heldout],
+    firsts = {
+        "seen": [train[(i * len(train)) // max(num_seen, 1) % len(train)] for i in range(num_seen)],
+        "heldout": [held[i % len(held)] for i in range(num_heldout)],
     }
+    captions = {}
+    for split, objects in firsts.items():
+        captions[split] = []
+        for i, first in enumerate(objects):
+            chosen = [first]
+            if num_objects == 2:
+                others = [c for c in train if c[0] != first[0]]
+                chosen.append(others[(7 * i + 3) % len(others)])
+            captions[split].append(" and ".join(synthetic.object_caption(*c) for c in chosen))
+    return captions
+
+
+def reference_clips(data_cfg: Any, num_clips: int, split: str = "test") -> np.ndarray:
+    """The first `num_clips` Moving Shapes clips of `split` as the run's data config draws them (size, frames,
+    objects per clip): (N, T, H, W, 3) uint8, the reference set of generated-video FVD."""
+    from motionaura_jax.data.synthetic import MovingShapes
+
+    shapes = MovingShapes(
+        frames=int(data_cfg.frames),
+        size=int(data_cfg.size),
+        num_objects=int(data_cfg.num_objects),
+        split=split,
+        seed=int(data_cfg.split_seed),
+        num_clips=num_clips,
+    )
+    return np.stack([shapes[i]["video"] for i in range(num_clips)])
+
+
+def fvd_against_split(
+    data_cfg: Any, generated: np.ndarray, split: str = "test", progress: bool = False
+) -> tuple[float, dict[str, Any]]:
+    """FVD (eval/fvd.py's pinned I3D protocol) of `generated` clips against as many clips of `split`."""
+    from motionaura_jax.eval import fvd as fvd_lib
+
+    if str(data_cfg.source) != "synthetic":
+        raise EvalInputError(
+            f"FVD against split {split!r} draws Moving Shapes clips; this run's data.source is "
+            f"{data_cfg.source!r} (use --videos=DIR --fvd_reference=DIR2 with clips of your own)"
+        )
+    reference = reference_clips(data_cfg, len(generated), split)
+    try:
+        result = fvd_lib.fvd(reference, generated, progress=progress)
+    except ValueError as e:  # too few frames for I3D, or fewer than 2 clips
+        raise EvalInputError(f"FVD: {e}") from e
+    protocol = dict(
+        result["protocol"], reference=f"Moving Shapes split {split!r}, first {len(reference)} clips"
+    )
+    return result["fvd"], protocol
 
 
 def visibility(video: np.ndarray) -> tuple[bool, bool]:
