@@ -207,7 +207,6 @@ def _inpaint(argv: list[str]) -> int:
     )
     parser.add_argument("--steps", type=int, default=0, help="reverse steps (default: sample.num_steps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fvd", action="store_true", help="--ckpt: FVD of the seen clips vs the test split")
     parser.add_argument("--paste_pixels", action="store_true", help="copy input pixels outside the mask")
     parser.add_argument("--drop_shape_word", action="store_true", help="prompt without the shape word")
     parser.add_argument(

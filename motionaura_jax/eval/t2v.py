@@ -173,6 +173,8 @@ def reference_clips(data_cfg: Any, num_clips: int, split: str = "test") -> np.nd
         split=split,
         seed=int(data_cfg.split_seed),
         num_clips=num_clips,
+        fps=float(data_cfg.fps) or None,
+        noise_std=float(data_cfg.noise_std),
     )
     return np.stack([shapes[i]["video"] for i in range(num_clips)])
 
