@@ -49,17 +49,7 @@ class _SyntheticSource(_Source):
     def __init__(self, data_cfg, split: str):
         from motionaura_jax.data.synthetic import MovingShapes
 
-        fps = float(data_cfg.fps) or None
-        self.shapes = MovingShapes(
-            frames=int(data_cfg.frames),
-            size=int(data_cfg.size),
-            num_objects=int(data_cfg.num_objects),
-            split=split,
-            seed=int(data_cfg.split_seed),
-            num_clips=int(data_cfg.num_clips) or None,
-            fps=fps,
-            noise_std=float(data_cfg.noise_std),
-        )
+        self.shapes = MovingShapes.from_data_config(data_cfg, split)
         self.with_masks = bool(data_cfg.with_masks)
 
     def __len__(self):

@@ -315,6 +315,21 @@ class MovingShapes:
         self.fps, self.fps_choices = fps, tuple(fps_choices)
         self.noise_std, self.sketch_frame = float(noise_std), sketch_frame
 
+    @classmethod
+    def from_data_config(cls, data_cfg: Any, split: str, num_clips: int | None = None) -> MovingShapes:
+        """The clips a `config.data` (configs/data.py) draws for `split`; `num_clips` defaults to its
+        `num_clips` (0: the split's default)."""
+        return cls(
+            frames=int(data_cfg.frames),
+            size=int(data_cfg.size),
+            num_objects=int(data_cfg.num_objects),
+            split=split,
+            seed=int(data_cfg.split_seed),
+            num_clips=num_clips if num_clips is not None else int(data_cfg.num_clips) or None,
+            fps=float(data_cfg.fps) or None,
+            noise_std=float(data_cfg.noise_std),
+        )
+
     def __len__(self) -> int:
         return self.num_clips
 

@@ -166,16 +166,7 @@ def reference_clips(data_cfg: Any, num_clips: int, split: str = "test") -> np.nd
     objects per clip): (N, T, H, W, 3) uint8, the reference set of generated-video FVD."""
     from motionaura_jax.data.synthetic import MovingShapes
 
-    shapes = MovingShapes(
-        frames=int(data_cfg.frames),
-        size=int(data_cfg.size),
-        num_objects=int(data_cfg.num_objects),
-        split=split,
-        seed=int(data_cfg.split_seed),
-        num_clips=num_clips,
-        fps=float(data_cfg.fps) or None,
-        noise_std=float(data_cfg.noise_std),
-    )
+    shapes = MovingShapes.from_data_config(data_cfg, split, num_clips)
     return np.stack([shapes[i]["video"] for i in range(num_clips)])
 
 
