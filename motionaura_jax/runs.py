@@ -180,7 +180,7 @@ def read_config(
     return config
 
 
-def _leaf_name(path: tuple) -> str:
+def leaf_name(path: tuple) -> str:
     """ "params/encoder/conv/kernel" for a key path of a restored tree or of Orbax's tree metadata."""
     parts = []
     for key in path:
@@ -205,13 +205,13 @@ def checkpoint_mismatch(state_dir: str | os.PathLike, target: Any) -> str | None
         saved = ocp.PyTreeCheckpointHandler().metadata(paths.as_path(state_dir))
         saved = getattr(saved, "tree", saved)
         on_disk = {
-            _leaf_name(p): tuple(leaf.shape)
+            leaf_name(p): tuple(leaf.shape)
             for p, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]
             if hasattr(leaf, "shape")
         }
     except Exception:  # noqa: BLE001 - damage is the restore's to report
         return None
-    wanted = {_leaf_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+    wanted = {leaf_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
     differ = [name for name in wanted if name in on_disk and on_disk[name] != wanted[name]]
     if not differ:
         return None

@@ -26,6 +26,9 @@ def get_config(task: str) -> ml_collections.ConfigDict:
             weight_decay=0.0,
             grad_clip=1.0,
             seed=0,
+            # A workdir whose newest parameters start this run (same model; fresh optimizer, schedule and data):
+            # fine-tuning, curricula. Ignored on resume, which restores this run's own checkpoint.
+            init_from="",
             log_every=10,
             ckpt_every=100,
             keep=3,  # keep: checkpoints kept on disk

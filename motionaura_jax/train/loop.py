@@ -103,6 +103,41 @@ def init_state(setup: Setup) -> Any:
         return init(setup.init_rng)
 
 
+def warm_start(state: Any, setup: Setup, source: str) -> Any:
+    """`state` with the inference variables of the run in `source` (its newest checkpoint through
+    `runs.load_run`: the parameters, and a tokenizer's EMA codebook): a fresh run that starts from another's
+    weights (`train.init_from`) with its own optimizer state, schedule and data. Both runs build the same model."""
+    task = str(setup.config.task)
+    run = runs.load_run(source, task=task, mesh=setup.mesh)
+    fields = {}
+    for collection, tree in run.variables.items():
+        field = runs.SPECS[task]().collections[collection]
+        own = getattr(setup.abstract_state, field)
+        mismatch = (
+            None if jax.tree.structure(tree) == jax.tree.structure(own) else "the variable names differ"
+        )
+        mismatch = mismatch or next(
+            (
+                f"{runs.leaf_name(path)} is {tuple(a.shape)} there but {tuple(b.shape)} here"
+                for (path, a), b in zip(
+                    jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(own), strict=True
+                )
+                if a.shape != b.shape
+            ),
+            None,
+        )
+        if mismatch:
+            raise ValueError(
+                f"train.init_from={source}: its model is not this config's ({collection}: {mismatch}); give the "
+                "model.* keys of that run, or leave train.init_from empty"
+            )
+        fields[field] = jax.tree.map(
+            lambda x, ref: jax.device_put(x.astype(ref.dtype), ref.sharding), tree, own
+        )
+    log.info("%s from %s (step %d); optimizer state fresh", ", ".join(fields), run.workdir, run.step)
+    return state.replace(**fields)
+
+
 def batch_field_sharding(setup: Setup, key: str, global_shape: tuple[int, ...]) -> NamedSharding:
     """The sharding of one global batch field: the task's `batch_axes[key]` (default: batch dim first)."""
     return sharding_lib.batch_sharding(
@@ -278,6 +313,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
         log.info("resumed from step %d in %s", start_step, checkpointer.directory)
     else:
         state, start_step = init_state(setup), 0
+        if tcfg.init_from:
+            state = warm_start(state, setup, str(tcfg.init_from))
     train_rng = setup.train_rng
 
     # --- step (jit_train_step: the same jit `motionaura compile` compiles) ---------------------------------------
