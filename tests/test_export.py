@@ -211,3 +211,23 @@ def test_eval_t2v_ckpt_generates_judges_and_equals_the_library(exported, tmp_pat
     argv = ["t2v", f"--ckpt={t2v}", f"--out={out}", "--seen=2", "--heldout=0", "--batch=2", "--fvd"]
     assert eval_command.main(argv) == 2
     assert "FVD: FVD protocol takes the first 16 frames but clips have 5" in capsys.readouterr().err
+    # --config.sample.* changes the sampling of this evaluation (recorded in its protocol), not the run's config.
+    argv = ["t2v", f"--ckpt={t2v}", f"--out={out}", "--seen=2", "--heldout=0", "--batch=2", "--seed=5"]
+    assert (
+        eval_command.main([*argv, "--config.sample.guidance_scale=4.5", "--config.sample.num_steps=3"]) == 0
+    )
+    record = json.loads(out.read_text())
+    assert record["protocol"]["sampling"]["guidance_scale"] == 4.5
+    assert record["protocol"]["sampling"]["num_steps"] == 3
+    settings = dict(settings, guidance_scale=4.5, num_steps=3)
+    two = {"seen": t2v_eval.judge_captions(2, 0)["seen"]}
+    results, _, _ = t2v_eval.generate_and_judge(generator, two, batch=2, seed=5, **settings)
+    assert [d["caption"] for d in record["details"]["seen"]] == two["seen"]
+    assert record["seen/colour"] == results["seen"]["colour"]
+    assert json.loads((t2v / "config.json").read_text())["sample"]["guidance_scale"] != 4.5
+    assert eval_command.main([*argv, "--config.sample.guidance_scael=4"]) == 2
+    assert "guidance_scale" in capsys.readouterr().err
+    assert (
+        eval_command.main(["t2v", f"--videos={tmp_path}", f"--out={out}", "--config.sample.num_steps=3"]) == 2
+    )
+    assert "needs --ckpt" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """`motionaura eval recon|t2v|inpaint ...`: metrics with their protocol (metrics.json + a markdown table).
 
 motionaura eval t2v --ckpt=RUN --out=metrics.json [--seen=64] [--heldout=64] [--sheets=DIR] [--fvd]
-    Generates one clip per caption with RUN's own sampling settings, for --seen captions of trained
+        [--config.sample.key=value ...]
+    Generates one clip per caption with RUN's own sampling settings (or those overridden, e.g.
+    --config.sample.guidance_scale=3; the protocol records what was used), for --seen captions of trained
     colour x shape x direction combinations and --heldout of the 8 never-trained ones (two objects a
     caption when RUN trained on two), judges them as below (plus visible_all_frames: an object is found in
     every frame) and writes PNG contact sheets and GIFs. --fvd adds seen/fvd: the seen clips against as
@@ -40,6 +42,7 @@ def _usage() -> str:
 
 
 def _t2v(argv: list[str]) -> int:
+    argv, overrides = config_lib.split_overrides(argv)
     parser = argparse.ArgumentParser(
         prog="motionaura eval t2v", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -65,7 +68,13 @@ def _t2v(argv: list[str]) -> int:
     if args.sheets:
         paths.check_output(args.sheets, "--sheets", folder=True)
     if args.ckpt:
-        return _t2v_generate(args)
+        return _t2v_generate(args, dict(overrides))
+    if overrides:
+        print(
+            "motionaura eval t2v: --config.key=value needs --ckpt (the run whose config it changes)",
+            file=sys.stderr,
+        )
+        return 2
     from motionaura_jax.eval.report import write_report
     from motionaura_jax.eval.t2v import EvalInputError, evaluate_t2v
 
@@ -82,8 +91,9 @@ def _t2v(argv: list[str]) -> int:
     return 0
 
 
-def _t2v_generate(args: argparse.Namespace) -> int:
-    """eval t2v --ckpt: sample one clip per caption with the run's own sampling settings and judge them."""
+def _t2v_generate(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    """eval t2v --ckpt: sample one clip per caption with the run's own sampling settings (changed by
+    `--config.sample.key=value` overrides) and judge them."""
     from motionaura_jax import paths, runs
     from motionaura_jax.eval import judge
     from motionaura_jax.eval import t2v as t2v_eval
@@ -94,7 +104,7 @@ def _t2v_generate(args: argparse.Namespace) -> int:
         print("motionaura eval t2v: --seen and --heldout must be >= 0, not both 0", file=sys.stderr)
         return 2
     try:
-        run = runs.load_run(args.ckpt, task="t2v")
+        run = runs.load_run(args.ckpt, task="t2v", overrides=overrides)
         generator = T2VGenerator.from_run(run)
     except (runs.RunError, config_lib.ConfigError) as error:
         print(f"motionaura eval t2v: {error}", file=sys.stderr)
