@@ -156,8 +156,29 @@ def test_deterministic_random_access():
         (dict(size=60), "multiple of 8"),
         (dict(split="dev"), "split"),
         (dict(num_objects=3), "num_objects"),
+        (dict(caption_order="random"), "caption_order"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MovingShapes(**kwargs)
+
+
+def test_left_to_right_captions_name_the_leftmost_object_first_from_the_pixels():
+    kwargs = dict(frames=17, size=64, num_objects=2, split="train", seed=5, num_clips=24)
+    drawn, reading = MovingShapes(**kwargs), MovingShapes(**kwargs, caption_order="left_to_right")
+    reordered = 0
+    for i in range(len(drawn)):
+        a, b = drawn[i], reading[i]
+        assert sorted(parse_caption(a["caption"])) == sorted(parse_caption(b["caption"]))
+        reordered += a["caption"] != b["caption"]
+        # The leftmost object at the first frame, found from its colour's pixels, is named first.
+        (c1, _, _), (c2, _, _) = parse_caption(b["caption"])
+        left = [np.nonzero(_exact_colour_pixels(b["video"][0], PALETTE[c]))[1].mean() for c in (c1, c2)]
+        assert left[0] < left[1], (b["caption"], left)
+        # The pixels differ only where the paths could not be kept apart (which object is drawn on top).
+        geos = [{k: o[k] for k in ("size_px", "speed", "start_xy")} for o in a["objects"]]
+        specs = [ObjectSpec(o["colour"], o["shape"], o["direction"]) for o in a["objects"]]
+        if not synthetic._boxes_overlap(geos, specs, 17):
+            np.testing.assert_array_equal(a["video"], b["video"])
+    assert 0 < reordered < len(drawn)  # both orders occur among the drawn captions

@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "size": 64,
     "fps": 0.0,  # synthetic: 0 draws an FPS per clip; folder: 0 keeps each video's own; tfds: ignored
     "num_objects": 1,  # synthetic
+    "caption_order": "drawn",  # synthetic, two objects: "drawn" or "left_to_right" (data/synthetic.py)
     "split_seed": 0,  # synthetic: the generator's seed (the shuffle uses the `seed` argument)
     "noise_std": 0.0,  # synthetic
     "num_clips": 0,  # synthetic: clips per epoch (0: the split's default)

@@ -279,13 +279,20 @@ def _boxes_overlap(geos: list[dict], specs: list[ObjectSpec], frames: int, gap: 
     return False
 
 
+CAPTION_ORDERS = ("drawn", "left_to_right")
+
+
 class MovingShapes:
     """Random-access Moving Shapes clips; `ds[i]` is a pure function of (seed, split, i).
 
     split: "train" (never uses a held-out combination), "validation" / "test" (in-distribution
-    combinations, independent draws), "heldout" (first object from `HELD_OUT_COMBINATIONS`).
+    combinations, independent draws), "heldout" (one object from `HELD_OUT_COMBINATIONS`, drawn first).
     fps: a fixed FPS for every clip, or None to draw one per clip from `fps_choices`.
     With two objects their colours differ and their paths are kept apart when possible (20 tries).
+    caption_order: the order a two-object caption names its objects: "drawn" (the order they were drawn
+    in) or "left_to_right" (by their centre at the first frame, left first: reading order, so that which
+    phrase goes with which object is seen in the pixels). Objects are drawn in caption order, the later on top,
+    which shows only where two paths could not be kept apart.
     """
 
     def __init__(
@@ -301,6 +308,7 @@ class MovingShapes:
         fps_choices: tuple[float, ...] = DEFAULT_FPS_CHOICES,
         noise_std: float = 0.0,
         sketch_frame: int = 0,
+        caption_order: str = "drawn",
     ):
         _check_geometry(frames, size)
         if split not in SPLITS:
@@ -309,6 +317,11 @@ class MovingShapes:
             raise ValueError(f"Moving Shapes num_objects={num_objects}: use 1 or 2")
         if noise_std < 0:
             raise ValueError(f"Moving Shapes noise_std={noise_std} must be >= 0")
+        if caption_order not in CAPTION_ORDERS:
+            raise ValueError(
+                f"Moving Shapes caption_order={caption_order!r}: use one of {list(CAPTION_ORDERS)}"
+            )
+        self.caption_order = caption_order
         self.frames, self.size, self.num_objects = frames, size, num_objects
         self.split, self.seed = split, int(seed)
         self.num_clips = DEFAULT_NUM_CLIPS[split] if num_clips is None else int(num_clips)
@@ -328,6 +341,7 @@ class MovingShapes:
             num_clips=num_clips if num_clips is not None else int(data_cfg.num_clips) or None,
             fps=float(data_cfg.fps) or None,
             noise_std=float(data_cfg.noise_std),
+            caption_order=str(data_cfg.caption_order),
         )
 
     def __len__(self) -> int:
@@ -364,6 +378,9 @@ class MovingShapes:
             geos = [_sample_geometry(s, self.frames, self.size, rng) for s in specs]
             if len(specs) < 2 or not _boxes_overlap(geos, specs, self.frames):
                 break
+        if self.caption_order == "left_to_right":
+            order = sorted(range(len(specs)), key=lambda i: tuple(geos[i]["start_xy"]))
+            specs, geos = [specs[i] for i in order], [geos[i] for i in order]
         clip = _draw(specs, geos, self.frames, self.size, fps, self.noise_std, rng, self.sketch_frame)
         clip["index"] = index
         return clip
