@@ -14,8 +14,8 @@ result.
 
 Measured on the project's CPU machine (jax 0.10.2): XLA CPU runs a depthwise 3D conv written with
 `feature_group_count` ~24x slower than a dense conv, so `depthwise_conv3d` defaults to a shift-and-add form
-(27 shifted multiply-adds that XLA fuses into one loop); `impl="grouped"` keeps the `lax.conv` form (the
-better choice on TPU/GPU). Spatial downsampling is written as space-to-depth + matmul (a stride-p, kernel-p
+(27 shifted multiply-adds that XLA fuses into one loop, with a hand-written backward pass); `impl="grouped"`
+keeps the `lax.conv` form (the better choice on TPU/GPU). Spatial downsampling is written as space-to-depth + matmul (a stride-p, kernel-p
 conv), which is exact as a conv and fast everywhere.
 """
 
@@ -232,7 +232,12 @@ def depthwise_conv3d(xp_bthwc: jax.Array, kernel_thwc: jax.Array, impl: str = "s
         )
     if impl != "shift_add":
         raise ValueError(f"depthwise impl {impl!r}: use shift_add or grouped")
-    b, tp, hp, wp, _ = xp_bthwc.shape
+    return _shift_add(xp_bthwc, kernel_thwc)
+
+
+def _shift_add_forward(xp_bthwc: jax.Array, kernel_thwc: jax.Array) -> jax.Array:
+    kt, kh, kw, _ = kernel_thwc.shape
+    _, tp, hp, wp, _ = xp_bthwc.shape
     t, h, w = tp - kt + 1, hp - kh + 1, wp - kw + 1
     out = None
     for a in range(kt):
@@ -241,6 +246,37 @@ def depthwise_conv3d(xp_bthwc: jax.Array, kernel_thwc: jax.Array, impl: str = "s
                 term = xp_bthwc[:, a : a + t, i : i + h, j : j + w, :] * kernel_thwc[a, i, j]
                 out = term if out is None else out + term
     return out
+
+
+@jax.custom_vjp
+def _shift_add(xp_bthwc: jax.Array, kernel_thwc: jax.Array) -> jax.Array:
+    return _shift_add_forward(xp_bthwc, kernel_thwc)
+
+
+def _shift_add_fwd(xp_bthwc, kernel_thwc):
+    return _shift_add_forward(xp_bthwc, kernel_thwc), (xp_bthwc, kernel_thwc)
+
+
+def _shift_add_bwd(residuals, g_bthwc):
+    """The same gradients as autodiff of the forward, 2-4x faster on XLA CPU (measured at the quickstart
+    tokenizer's shapes): the input's gradient is the forward's loop again (the padded output gradient against
+    the flipped kernel), and each tap's gradient is one reduction, run one tap after another (`lax.map`), where
+    autodiff leaves XLA CPU nine slice-multiply-reduce fusions side by side, several times slower."""
+    xp_bthwc, kernel_thwc = residuals
+    kt, kh, kw, c = kernel_thwc.shape
+    g_padded = jnp.pad(g_bthwc, ((0, 0), (kt - 1, kt - 1), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    dxp = _shift_add_forward(g_padded, kernel_thwc[::-1, ::-1, ::-1])
+    taps = jnp.asarray([(a, i, j) for a in range(kt) for i in range(kh) for j in range(kw)], jnp.int32)
+
+    def tap_gradient(tap: jax.Array) -> jax.Array:
+        window = jax.lax.dynamic_slice(xp_bthwc, (0, tap[0], tap[1], tap[2], 0), g_bthwc.shape)
+        return jnp.sum(window * g_bthwc, axis=(0, 1, 2, 3))
+
+    dkernel = jax.lax.map(tap_gradient, taps).reshape(kt, kh, kw, c)
+    return dxp, dkernel
+
+
+_shift_add.defvjp(_shift_add_fwd, _shift_add_bwd)
 
 
 class CausalDepthwiseConv3D(nn.Module):
