@@ -191,11 +191,16 @@ _QUICKSTART64 = dict(
     tokens=dict(_QUICKSTART["tokens"], tokenizer_workdir="runs/quickstart64/vae"),
     train=dict(_QUICKSTART["train"], steps=1600, ckpt_every=400, eval_every=800, sample_every=800),
 )
+# Two objects a clip, starting from the one-object run's weights (a curriculum: it already draws and moves one
+# object from its caption; here it learns to bind the caption's two phrases to two objects). Captions name the
+# objects left to right (reading order), so the binding is in the pixels.
 _QUICKSTART64_TWO = dict(
     _QUICKSTART64,
-    data=dict(_QUICKSTART64["data"], num_objects=2, num_clips=4096),
-    tokens=dict(_QUICKSTART64["tokens"], cache="runs/quickstart64/vae/token_cache_train_two_objects"),
-)
+    data=dict(_QUICKSTART64["data"], num_objects=2, num_clips=4096, caption_order="left_to_right"),
+    tokens=dict(_QUICKSTART64["tokens"], cache="runs/quickstart64/vae/token_cache_train_two_objects_ltr"),
+    train=dict(_QUICKSTART64["train"], steps=2800, init_from="runs/quickstart64/t2v", ckpt_every=400,
+               eval_every=1400, sample_every=1400),
+)  # fmt: skip
 
 # The paper scale (the notes' L: width 2560, depth 40, heads 40, ~5.9B parameters) on the tokens of vae.py:L
 # (5x32x32 = 5120 codes of K=16384 per 17x256x256 clip) and T5-XXL text (4096-d, 128 tokens). The token grid,
