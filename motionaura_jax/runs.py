@@ -180,7 +180,7 @@ def read_config(
     return config
 
 
-def leaf_name(path: tuple) -> str:
+def _leaf_name(path: tuple) -> str:
     """ "params/encoder/conv/kernel" for a key path of a restored tree or of Orbax's tree metadata."""
     parts = []
     for key in path:
@@ -191,6 +191,16 @@ def leaf_name(path: tuple) -> str:
         else:
             parts.append(str(key))
     return "/".join(parts)
+
+
+def shapes_by_name(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"params/encoder/conv/kernel": shape} for every array-like leaf of `tree` (arrays, ShapeDtypeStructs,
+    Orbax metadata)."""
+    return {
+        _leaf_name(p): tuple(leaf.shape)
+        for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if hasattr(leaf, "shape")
+    }
 
 
 def checkpoint_mismatch(state_dir: str | os.PathLike, target: Any) -> str | None:
@@ -204,14 +214,10 @@ def checkpoint_mismatch(state_dir: str | os.PathLike, target: Any) -> str | None
     try:
         saved = ocp.PyTreeCheckpointHandler().metadata(paths.as_path(state_dir))
         saved = getattr(saved, "tree", saved)
-        on_disk = {
-            leaf_name(p): tuple(leaf.shape)
-            for p, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]
-            if hasattr(leaf, "shape")
-        }
+        on_disk = shapes_by_name(saved)
     except Exception:  # noqa: BLE001 - damage is the restore's to report
         return None
-    wanted = {leaf_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+    wanted = shapes_by_name(target)
     differ = [name for name in wanted if name in on_disk and on_disk[name] != wanted[name]]
     if not differ:
         return None

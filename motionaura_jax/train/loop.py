@@ -113,19 +113,12 @@ def warm_start(state: Any, setup: Setup, source: str) -> Any:
     for collection, tree in run.variables.items():
         field = runs.SPECS[task]().collections[collection]
         own = getattr(setup.abstract_state, field)
-        mismatch = (
-            None if jax.tree.structure(tree) == jax.tree.structure(own) else "the variable names differ"
-        )
-        mismatch = mismatch or next(
-            (
-                f"{runs.leaf_name(path)} is {tuple(a.shape)} there but {tuple(b.shape)} here"
-                for (path, a), b in zip(
-                    jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(own), strict=True
-                )
-                if a.shape != b.shape
-            ),
-            None,
-        )
+        got, want = runs.shapes_by_name(tree), runs.shapes_by_name(own)
+        if got.keys() != want.keys():
+            mismatch = f"the variable names differ: {sorted(got.keys() ^ want.keys())[0]}"
+        else:
+            differ = [name for name in want if got[name] != want[name]]
+            mismatch = differ and f"{differ[0]} is {got[differ[0]]} there but {want[differ[0]]} here"
         if mismatch:
             raise ValueError(
                 f"train.init_from={source}: its model is not this config's ({collection}: {mismatch}); give the "
