@@ -340,3 +340,40 @@ def test_confidence_sampler_from_init_ids_draws_only_the_masked_positions():
     np.testing.assert_array_equal(
         np.asarray(plain()), np.asarray(plain(init_ids=jnp.full((B, *GRID), K, jnp.int32)))
     )
+
+
+def test_refine_guidance_sets_the_refinement_rounds_guidance_alone():
+    sched = S.make_schedule(K, 30, kind="absorbing")
+    text, mask, fps = _text()
+    batches = []
+
+    def denoise(ids, t_b, fps_b, text_bld, text_mask_bl):
+        jax.debug.callback(lambda n: batches.append(int(n)), jnp.int32(ids.shape[0]))
+        # Conditional: code 0 a little ahead of code 1; unconditional (the null text has one valid key): code 0
+        # far ahead. Guidance at 2 turns that into code 1; the conditional model alone draws code 0.
+        conditional = (text_mask_bl.sum(-1) > 1)[:, None, None, None, None]
+        logits = jnp.where(conditional, jnp.array([1.0, 0.8]), jnp.array([2.0, 0.0]))
+        return jnp.broadcast_to(
+            jnp.pad(logits, [(0, 0)] * 4 + [(0, K - 2)], constant_values=-1e4), (*ids.shape, K)
+        )
+
+    def run(refine_guidance):
+        batches.clear()
+        ids = SM.sample(
+            "confidence", denoise, sched, jax.random.key(3), grid_thw=GRID, text_bld=text, text_mask_bl=mask,
+            fps_b=fps, num_steps=3, guidance_scale=2.0, temperature=0.05, refine_steps=2, refine_fraction=0.2,
+            refine_guidance=refine_guidance,
+        )  # fmt: skip
+        jax.effects_barrier()
+        return np.asarray(ids).reshape(B, -1), list(batches)
+
+    guided, passes = run(None)
+    np.testing.assert_array_equal(guided, 1)
+    assert passes == [2 * B] * 5
+    np.testing.assert_array_equal(run(2.0)[0], guided)  # the decoding's scale, stated or not: the same
+    conditional, passes = run(1.0)
+    assert passes == [2 * B] * 3 + [B] * 2  # guided decoding, then one conditional pass per round
+    redrawn = round(0.2 * int(np.prod(GRID)))
+    # Exactly the positions the two rounds redrew (some perhaps twice) turned to code 0, none other.
+    assert set(np.unique(conditional)) == {0, 1}
+    assert all(redrawn <= n <= 2 * redrawn for n in (conditional == 0).sum(-1))

@@ -8,7 +8,8 @@ Prompts and judging are `motionaura eval t2v --ckpt`'s (eval/t2v.py: judge_capti
 same for every variant; each video is judged in memory (uint8 frames, no codec). Per split: all_correct (colour, shape, direction and object count right), colour, shape,
 direction, count_correct, visible_all_frames (share of clips with at least one detected object in every
 frame) and first_frame_visible. Variant keys: method, num_steps, guidance_scale (-1: off), temperature,
-temperature_end, mask_curve, choice_temperature, frame_order, refine_steps, refine_fraction, fps; missing keys come from the run's config.sample.
+temperature_end, mask_curve, choice_temperature, frame_order, refine_steps, refine_fraction,
+refine_guidance, fps; missing keys come from the run's config.sample.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ KEYS = {
     "frame_order": float,
     "refine_steps": int,
     "refine_fraction": float,
+    "refine_guidance": float,
     "fps": float,
 }
 
@@ -98,6 +100,7 @@ def main(argv: list[str]) -> int:
         "frame_order": float(s.frame_order),
         "refine_steps": int(s.refine_steps),
         "refine_fraction": float(s.refine_fraction),
+        "refine_guidance": float(s.refine_guidance),
         "fps": float(s.fps),
     }
     variants = args.variant or [["config", ""]]

@@ -75,6 +75,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--refine_fraction", type=float, default=None, help="confidence: see --refine_steps")
     parser.add_argument(
+        "--refine_guidance",
+        type=float,
+        default=None,
+        help="confidence: guidance scale of the refinement rounds (default: --guidance's; 1: none)",
+    )
+    parser.add_argument(
         "--tokenizer", default="", help="tokenizer workdir (default: the one it was trained on)"
     )
     parser.add_argument("--tokens", default="", help="also write the code ids to this .npz")

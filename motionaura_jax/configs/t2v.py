@@ -109,6 +109,7 @@ def sample_config() -> ml_collections.ConfigDict:
             frame_order=0.0,  # confidence: > 0 reveals earlier latent frames first (diffusion/sampler.py)
             refine_steps=0,  # confidence: Gibbs rounds after decoding, each redrawing refine_fraction of the codes
             refine_fraction=0.2,
+            refine_guidance=0.0,  # confidence: the refinement rounds' guidance scale (0: guidance_scale's)
         )
     )
 

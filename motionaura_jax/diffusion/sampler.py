@@ -229,7 +229,14 @@ def sample_tokens(
 MASK_CURVES = ("cosine", "linear", "diffusion")
 METHODS = ("posterior", "confidence")
 # Options of the confidence method only (config.sample keys of the same names).
-CONFIDENCE_OPTIONS = ("mask_curve", "choice_temperature", "frame_order", "refine_steps", "refine_fraction")
+CONFIDENCE_OPTIONS = (
+    "mask_curve",
+    "choice_temperature",
+    "frame_order",
+    "refine_steps",
+    "refine_fraction",
+    "refine_guidance",
+)
 
 
 def masked_counts(
@@ -288,6 +295,7 @@ def sample_tokens_confidence(
     frame_order: float = 0.0,
     refine_steps: int = 0,
     refine_fraction: float = 0.2,
+    refine_guidance: float | None = None,
     null_text_bld: jax.Array | None = None,
     null_text_mask_bl: jax.Array | None = None,
     init_ids: jax.Array | None = None,
@@ -302,7 +310,8 @@ def sample_tokens_confidence(
     `refine_fraction` of the positions and redraws them given all the others (at the last step's temperature).
     Parallel decoding draws the positions revealed in one step independently of each other, so neighbouring
     codes of an object can disagree (an outline that changes from code to code); a redrawn code sees its
-    final neighbours.
+    final neighbours. `refine_guidance` is the refinement rounds' guidance scale (None or 0: guidance_scale's;
+    1: the conditional model alone, one pass).
 
     `init_ids` (B, T', H', W') starts from given ids instead: positions holding [MASK] (= K) are drawn, the others
     are known and kept to the end (inpainting). Each example's masked count follows the curve scaled to its own
@@ -362,6 +371,16 @@ def sample_tokens_confidence(
         return state.ids
     if not 0.0 < refine_fraction < 1.0:
         raise ValueError(f"refine_fraction must be in (0, 1), got {refine_fraction}")
+    if refine_guidance:
+        x0_log_probs = _x0_log_probs_fn(
+            denoise_fn,
+            text_bld,
+            text_mask_bl,
+            fps_b,
+            float(refine_guidance),
+            null_text_bld,
+            null_text_mask_bl,
+        )
     num_redrawn = max(1, int(round(refine_fraction * num_tokens)))
     refine_t = jnp.asarray(timesteps_for_masked(schedule, np.array([num_redrawn / num_tokens]))[0], jnp.int32)
     # Per example: the same share of its drawable positions (all of them without init_ids), at least one.
@@ -401,7 +420,8 @@ def sample(method: str, *args, **kwargs) -> jax.Array:
 def options_from_config(sample_cfg) -> dict:
     """The method options of `config.sample` as keyword arguments of `T2VGenerator.tokens` / `sample`:
     method ("posterior" | "confidence"), temperature_end (0: constant temperature) and, for the confidence
-    method, mask_curve, choice_temperature, frame_order, refine_steps and refine_fraction."""
+    method, mask_curve, choice_temperature, frame_order, refine_steps, refine_fraction and refine_guidance
+    (0: the decoding's guidance)."""
     method = sample_cfg.method
     if method not in METHODS:
         raise ValueError(f"sample.method {method!r} is not one of {METHODS}")
@@ -413,4 +433,5 @@ def options_from_config(sample_cfg) -> dict:
         options["frame_order"] = float(sample_cfg.frame_order)
         options["refine_steps"] = int(sample_cfg.refine_steps)
         options["refine_fraction"] = float(sample_cfg.refine_fraction)
+        options["refine_guidance"] = float(sample_cfg.refine_guidance) or None
     return options
