@@ -26,3 +26,19 @@ def test_override_no_stage_has_is_an_error(tmp_path):
     with pytest.raises(config_lib.ConfigError, match="trian.steps"):
         quickstart.stage_configs(tmp_path, [("trian.steps", "3")])
     assert quickstart.main(["--workdir", str(tmp_path), "--config.trian.steps=3"]) == 2
+
+
+def test_a_preempted_stage_stops_the_quickstart_before_evaluating(tmp_path, monkeypatch):
+    from motionaura_jax.train import loop
+
+    trained, evaluated = [], []
+
+    def fake_train(config, workdir):
+        trained.append(pathlib.Path(workdir).name)
+        return loop.TrainResult(state=None, step=3, last_metrics={"loss": 1.0}, preempted=True)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(quickstart, "_after_tokenizer", lambda workdir: evaluated.append(workdir))
+    rc = quickstart.main(["--workdir", str(tmp_path), "--config.train.steps=7"])
+    assert rc == quickstart.PREEMPTED_EXIT == 143
+    assert trained == ["vae"] and evaluated == []  # no evaluation, no text-to-video stage

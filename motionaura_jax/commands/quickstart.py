@@ -5,7 +5,9 @@ experiment, in WORKDIR/<task>; each stage's outputs feed the next (the text-to-v
 tokenizer just trained). After the tokenizer it evaluates reconstructions (`eval recon`), after text-to-video it
 samples four prompts, then generates and judges 64 seen and 64 held-out captions (`eval t2v --ckpt`, contact
 sheets and GIFs in WORKDIR/t2v/judged), after inpainting (a LoRA fine-tune of that text-to-video
-run) it inpaints 16 held-out clips and judges them (`eval inpaint`). Re-running resumes where it stopped.
+run) it inpaints 16 held-out clips and judges them (`eval inpaint`). Re-running resumes where it stopped. A
+SIGTERM during a stage's training saves its checkpoint and exits with status 143 before any evaluation or
+later stage.
 
 An override applies to every stage whose config has that key (`--config.train.steps=50` shortens them all);
 a key no stage has is an error. The stages' in-training eval and sample hooks are off (`train.eval_every=0`,
@@ -29,6 +31,8 @@ STAGES = (
     ("inpainting", "experiments/inpaint.py:quickstart", "inpaint"),
 )
 FALLBACK = ("loop check (tiny)", "experiments/tiny.py", "tiny")
+# The exit status of a process ended by SIGTERM: a scheduler or shell sees that the quickstart did not finish.
+PREEMPTED_EXIT = 128 + 15
 
 
 def available_stages() -> list[tuple[str, str, str]]:
@@ -129,6 +133,16 @@ def main(argv: list[str]) -> int:
         workdir = root / task
         print(f"== {stage}: {task} -> {workdir}", flush=True)
         result = loop.train(config, workdir)
+        if result.preempted:
+            # Evaluating, or training the next stage on, a half-trained run would report numbers of a model
+            # nobody asked for; the checkpoint is saved and the same command resumes from it.
+            print(
+                f"== {stage} preempted (SIGTERM) at step {result.step}: checkpoint saved in {workdir}; "
+                "run the same command again to resume",
+                file=sys.stderr,
+                flush=True,
+            )
+            return PREEMPTED_EXIT
         summary = " ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items())
         print(f"== {stage} trained to step {result.step}: {summary}", flush=True)
         if task == "vae":

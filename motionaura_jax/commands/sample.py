@@ -6,7 +6,7 @@ contact sheet next to it (same stem). Several --prompt flags, or --num > 1, writ
 `_<i>` suffix, plus captions.jsonl (the format `motionaura eval t2v` reads). --tokens also saves the code ids.
 --guidance=-1 turns guidance off (one conditional pass per step). --method=confidence decodes in MaskGIT's
 confidence order instead of the posterior chain (absorbing diffusion only; --mask_curve, --choice_temperature,
---frame_order, --refine_steps, --refine_fraction);
+--frame_order, --refine_steps, --refine_fraction, --refine_guidance);
 --temperature_end ramps the temperature linearly over the steps.
 """
 
