@@ -433,5 +433,5 @@ def options_from_config(sample_cfg) -> dict:
         options["frame_order"] = float(sample_cfg.frame_order)
         options["refine_steps"] = int(sample_cfg.refine_steps)
         options["refine_fraction"] = float(sample_cfg.refine_fraction)
-        options["refine_guidance"] = float(sample_cfg.get("refine_guidance", 0.0)) or None
+        options["refine_guidance"] = float(sample_cfg.refine_guidance) or None
     return options
