@@ -67,13 +67,12 @@ its own reconstructions keep less (29.65 dB, 85.9% fully kept, squares 59%) but 
 tokens is the first to draw squares in most square captions (experiments/t2v.py; docs/results/t2v_sampling.md).
 Before these two changes (time x4, restart on, no code noise) quickstart_fine's 2400 steps kept 94.5%. Tried and not kept: an L1 loss on spatial pixel differences
 (loss.gradient_l1=2: 20.2 dB and 31% shape kept at step 1000 against 26.1 dB and 56% without; it pulls towards
-the flat black frame as L1 alone does). The demo's
-tokenizer now also weights its pixel losses towards the object (loss.foreground_weight=4): on the time x4
-tokenizer that kept more squares (fully kept 81.2% -> 87.5%, squares 56.2% -> 78.1%, 128 held-out clips) but the
-text-to-video stage drew none either way; on the time x2 code-noise recipe it keeps squares in 88% of 64
-held-out reconstructions against 53% (fully kept 93.8% against 85.9%, 28.24 against 29.59 dB; through `make demo`
-at f8684af 71%, 89.1%, 28.20 dB) and the
-text-to-video stage on its tokens judges 95.3% / 100% at lr 2e-3 (docs/results/t2v_sampling.md, "Learning rate 2e-3 and a
+the flat black frame as L1 alone does). The demo's tokenizer now also weights its pixel losses towards the
+object (loss.foreground_weight=4): on the time x4 tokenizer that kept more squares (fully kept 81.2% -> 87.5%,
+squares 56.2% -> 78.1%, 128 held-out clips) but the text-to-video stage drew none either way; on the time x2
+code-noise recipe it keeps squares in 88% of 64 held-out reconstructions against 53% (fully kept 93.8% against
+85.9%, 28.24 against 29.59 dB; through `make demo` at f8684af 71%, 89.1%, 28.20 dB) and the text-to-video stage
+on its tokens judges 95.3% / 100% at lr 2e-3 (docs/results/t2v_sampling.md, "Learning rate 2e-3 and a
 foreground-weighted tokenizer"). quickstart_fine and quickstart64 are unweighted, as measured.
 
 shapes32 / shapes64: tokenizer quality on Moving Shapes within 60 minutes of 2 CPU cores. quickstart_coarse's
@@ -163,10 +162,9 @@ _QUICKSTART = dict(
     # 1600 steps: at 1300 (both stages) `make demo` judged 73.4% / 75.0% instead of 95.3% / 93.8% (README).
     train=dict(_COARSE["train"], steps=1600, ckpt_every=800, eval_every=800, sample_every=1600),
 )
-# The demo's tokenizer: as _QUICKSTART with the pixel losses weighted towards the object (loss.foreground_weight=4):
-# squares kept 53% -> 88% of held-out reconstructions, fully kept 85.9% -> 93.8% (64 clips; 29.59 -> 28.24 dB), and
-# the text-to-video stage on its tokens draws more squares (experiments/t2v.py:quickstart). quickstart_fine and
-# quickstart64 stay on _QUICKSTART, as measured.
+# The demo's tokenizer: as _QUICKSTART with the pixel losses weighted towards the object, so a square's corners
+# count against the black background (docstring above). quickstart_fine and quickstart64 stay on _QUICKSTART, as
+# measured.
 _QUICKSTART_DEMO = dict(_QUICKSTART, loss=dict(_QUICKSTART["loss"], foreground_weight=4.0))
 
 # 64x64 clips on the same 9x8x8 code grid, so the text-to-video stage costs what it costs at 32x32: the stem's 4x
