@@ -42,3 +42,27 @@ def test_a_preempted_stage_stops_the_quickstart_before_evaluating(tmp_path, monk
     rc = quickstart.main(["--workdir", str(tmp_path), "--config.train.steps=7"])
     assert rc == quickstart.PREEMPTED_EXIT == 143
     assert trained == ["vae"] and evaluated == []  # no evaluation, no text-to-video stage
+
+
+def test_stage_times_are_printed_and_kept(tmp_path, monkeypatch, capsys):
+    import json
+    import time
+
+    from motionaura_jax.train import loop
+
+    def fake_train(config, workdir):
+        pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+        return loop.TrainResult(state=None, step=7, last_metrics={"loss": 1.0}, preempted=False)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(quickstart, "_after_tokenizer", lambda workdir: time.sleep(0.3))
+    monkeypatch.setattr(quickstart, "_after_t2v", lambda workdir, config: None)
+    monkeypatch.setattr(quickstart, "_after_inpaint", lambda workdir: None)
+    assert quickstart.main(["--workdir", str(tmp_path), "--config.train.steps=7"]) == 0
+    times = json.loads((tmp_path / "stage_times.json").read_text())
+    assert list(times) == [task for _, task, _ in quickstart.stage_configs(tmp_path, [])]
+    # The evaluation is timed apart from the training.
+    assert times["vae"]["eval_s"] >= 0.3 > times["t2v"]["eval_s"]
+    for t in times.values():
+        assert abs(t["total_s"] - t["train_s"] - t["eval_s"]) < 1e-6
+    assert "== tokenizer took 0.0 min (training 0.0 min, evaluation 0.0 min)" in capsys.readouterr().out

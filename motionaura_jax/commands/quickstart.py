@@ -7,7 +7,8 @@ samples four prompts, then generates and judges 64 seen and 64 held-out captions
 sheets and GIFs in WORKDIR/t2v/judged), after inpainting (a LoRA fine-tune of that text-to-video
 run) it inpaints 16 held-out clips and judges them (`eval inpaint`). Re-running resumes where it stopped. A
 SIGTERM during a stage's training saves its checkpoint and exits with status 143 before any evaluation or
-later stage.
+later stage. Each stage's wall time (training, then evaluation) is printed as it ends and kept in
+WORKDIR/stage_times.json, so a run's time budget is read from the run itself.
 
 An override applies to every stage whose config has that key (`--config.train.steps=50` shortens them all);
 a key no stage has is an error. The stages' in-training eval and sample hooks are off (`train.eval_every=0`,
@@ -17,12 +18,14 @@ a key no stage has is an error. The stages' in-training eval and sample hooks ar
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
 from etils import epath
 
+from motionaura_jax import atomic, paths
 from motionaura_jax import config as config_lib
-from motionaura_jax import paths
 
 # (stage, experiment, task name); a stage runs when its experiment file and its task both exist.
 STAGES = (
@@ -108,6 +111,16 @@ def _after_inpaint(workdir: epath.Path) -> None:
     )
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def write_stage_times(root: epath.Path, times: dict[str, dict[str, float]]) -> None:
+    """WORKDIR/stage_times.json: {task: {"train_s", "eval_s", "total_s"}} of the stages run by this command
+    (a resumed stage's training time is that of the resumed part only)."""
+    atomic.write_text(root / "stage_times.json", json.dumps(times, indent=2) + "\n")
+
+
 def main(argv: list[str]) -> int:
     rest, overrides = config_lib.split_overrides(argv)
     parser = argparse.ArgumentParser(
@@ -129,10 +142,13 @@ def main(argv: list[str]) -> int:
     from motionaura_jax.train.logging import setup_logging
 
     setup_logging()
+    times: dict[str, dict[str, float]] = {}
     for stage, task, config in configs:
         workdir = root / task
         print(f"== {stage}: {task} -> {workdir}", flush=True)
+        started = time.perf_counter()
         result = loop.train(config, workdir)
+        trained = time.perf_counter()
         if result.preempted:
             # Evaluating, or training the next stage on, a half-trained run would report numbers of a model
             # nobody asked for; the checkpoint is saved and the same command resumes from it.
@@ -151,5 +167,14 @@ def main(argv: list[str]) -> int:
             _after_t2v(workdir, config)
         elif task == "inpaint":
             _after_inpaint(workdir)
+        done = time.perf_counter()
+        times[task] = {"train_s": trained - started, "eval_s": done - trained, "total_s": done - started}
+        write_stage_times(root, times)
         print(f"== {stage} outputs: {workdir.resolve()}", flush=True)
+        print(
+            f"== {stage} took {_minutes(done - started)} (training {_minutes(trained - started)}, "
+            f"evaluation {_minutes(done - trained)}); all stages so far "
+            f"{_minutes(sum(t['total_s'] for t in times.values()))}",
+            flush=True,
+        )
     return 0
