@@ -1,5 +1,6 @@
 """`motionaura bench denoiser` at a tiny size: every number in its table follows from the timings it reports."""
 
+import dataclasses
 import math
 import statistics
 
@@ -48,6 +49,21 @@ def test_table_values_follow_from_the_reported_timings():
     assert cells[3] == f"{r['median_s']:.3f}" and cells[5] == f"{r['speedup_vs_peer']:.2f}x"
     assert cells[-1] == "ok" and cells[-2] == "-"
     assert f"| filter3d | {results['exponents']['filter3d']['all']:.2f} |" in table
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_our_flop_count_grows_by_one_block_per_block(scan_layers):
+    """One more block adds its matmul FLOPs (an independent count: per video token, self-attention 4 D^2, the
+    cross-attention's query and output 2 D^2, the MLP 8 D^2 multiply-adds, x2 FLOPs, x3 forward + backward),
+    scanned or not. XLA's cost analysis counts a while loop's body once: summed over the scan's iterations here."""
+    width, grid = 32, (2, 4, 4)
+    flops = [
+        denoiser._ours("none", grid, dataclasses.replace(TINY, depth=d, scan_layers=scan_layers))[1]
+        for d in (1, 2)
+    ]
+    per_block = 6 * 14 * width**2 * math.prod(grid)
+    # The rest of a block (attention maps over 32 tokens, text keys and values, norms, adaLN) adds < 50%.
+    assert per_block <= flops[1] - flops[0] <= 1.5 * per_block
 
 
 def test_a_worker_process_reports_its_own_peak_memory():

@@ -71,6 +71,10 @@ class DenoiserBench:
     warmup: int = 1
     mem_limit_gb: float = 12.0
     attention_chunk: int = 0  # ours: self-attention query rows per chunk (model.attention_chunk; 0: whole)
+    # ours: blocks as one lax.scan (model.scan_layers). Off by default, as in the quickstart: on CPU the unrolled
+    # stack steps faster, and XLA's cost analysis counts a while loop's body once, so a scanned step's FLOPs
+    # (and the achieved fraction of peak) would read 1/depth of the truth.
+    scan_layers: bool = False
 
     def __post_init__(self) -> None:
         if self.heads < 1 or self.width % self.heads or (self.width // self.heads) % 2:
@@ -117,6 +121,7 @@ def _ours(mode: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[
         remat=False,
         dtype="float32",
         attention_chunk=bench.attention_chunk,
+        scan_layers=bench.scan_layers,
     )
     rng = np.random.default_rng(0)
     b = bench.batch
@@ -129,18 +134,33 @@ def _ours(mode: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[
         jnp.asarray(rng.normal(size=(b, bench.text_len, bench.width)), jnp.float32),
         jnp.ones((b, bench.text_len), bool),
     )
-    model = SpectralDenoiser(cfg)
+
+    def step_of(model_cfg):
+        model = SpectralDenoiser(model_cfg)
+
+        def loss(p):
+            logits = model.apply({"params": p}, *inputs)
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))
+
+        return model, jax.jit(jax.value_and_grad(loss))
+
+    def flops_of(compiled) -> float:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+    model, step = step_of(cfg)
     params = unbox(jax.jit(model.init)(jax.random.key(0), *inputs)["params"])
     params = jax.tree.map(lambda p: p + 0.01, params)  # zero-init gates carry a real gradient
-
-    def loss(p):
-        logits = model.apply({"params": p}, *inputs)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))
-
-    compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    compiled = step.lower(params).compile()
+    flops = flops_of(compiled)
+    if bench.scan_layers:
+        # XLA counts the scan's body once: the FLOPs are those of the same step unrolled (compiled, not run).
+        unrolled = cfg.copy_and_resolve_references()
+        unrolled.scan_layers = False
+        twin, twin_step = step_of(unrolled)
+        shapes = unbox(jax.eval_shape(twin.init, jax.random.key(0), *inputs)["params"])
+        flops = flops_of(twin_step.lower(shapes).compile())
     return lambda: jax.block_until_ready(compiled(params)), flops
 
 
@@ -454,8 +474,8 @@ def format_table(results: dict[str, Any]) -> str:
         f"denoiser fwd+bwd, float32, batch {s['batch']}: width {s['width']}, depth {s['depth']}, heads "
         f"{s['heads']}, MLP 4x, text {s['text_len']} tokens; median of {s['rounds']} alternating rounds; "
         f"threads {results['threads']} (of {results['cpu_count']} CPUs), worker memory limit "
-        f"{s['mem_limit_gb']:g} GB, self-attention query chunk {s['attention_chunk'] or 'none'}, load average "
-        f"{load}",
+        f"{s['mem_limit_gb']:g} GB, self-attention query chunk {s['attention_chunk'] or 'none'}, blocks "
+        f"{'scanned' if s.get('scan_layers') else 'unrolled'}, load average {load}",
         "",
         "| grid | tokens | model | median s | min s | peer / ours | GFLOP/step | GFLOP/s | of peak | "
         "peak RSS GB | status |",

@@ -105,6 +105,9 @@ def _denoiser(argv: list[str]) -> int:
     parser.add_argument("--mem-limit-gb", type=float, help="address-space limit of each worker; 0: none")
     parser.add_argument("--attention-chunk", type=int, help="ours: self-attention query rows per chunk")
     parser.add_argument(
+        "--scan-layers", action="store_true", help="ours: blocks as one lax.scan (default unrolled)"
+    )
+    parser.add_argument(
         "--in-process", dest="isolate", action="store_false", help="no worker processes (no memory figures)"
     )
     parser.add_argument("--json", help="also write the results to this file")
