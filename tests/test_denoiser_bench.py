@@ -55,7 +55,8 @@ def test_table_values_follow_from_the_reported_timings():
 def test_our_flop_count_grows_by_one_block_per_block(scan_layers):
     """One more block adds its matmul FLOPs (an independent count: per video token, self-attention 4 D^2, the
     cross-attention's query and output 2 D^2, the MLP 8 D^2 multiply-adds, x2 FLOPs, x3 forward + backward),
-    scanned or not. XLA's cost analysis counts a while loop's body once: summed over the scan's iterations here."""
+    scanned or not (XLA's cost analysis counts a while loop's body once: a scanned step is counted on its unrolled
+    twin)."""
     width, grid = 32, (2, 4, 4)
     flops = [
         denoiser._ours("none", grid, dataclasses.replace(TINY, depth=d, scan_layers=scan_layers))[1]
