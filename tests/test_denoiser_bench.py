@@ -65,6 +65,9 @@ def test_our_flop_count_grows_by_one_block_per_block(scan_layers):
     per_block = 6 * 14 * width**2 * math.prod(grid)
     # The rest of a block (attention maps over 32 tokens, text keys and values, norms, adaLN) adds < 50%.
     assert per_block <= flops[1] - flops[0] <= 1.5 * per_block
+    if not scan_layers:  # the attention's chunk loop is a while loop too: counted as the unchunked step
+        chunked = dataclasses.replace(TINY, depth=2, attention_chunk=8)
+        assert denoiser._ours("none", grid, chunked)[1] == pytest.approx(flops[1])
 
 
 def test_a_worker_process_reports_its_own_peak_memory():

@@ -154,10 +154,12 @@ def _ours(mode: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[
     params = jax.tree.map(lambda p: p + 0.01, params)  # zero-init gates carry a real gradient
     compiled = step.lower(params).compile()
     flops = flops_of(compiled)
-    if bench.scan_layers:
-        # XLA counts the scan's body once: the FLOPs are those of the same step unrolled (compiled, not run).
+    if bench.scan_layers or bench.attention_chunk:
+        # XLA counts a while loop's body once (the block scan, the attention's chunk loop): the FLOPs are those of
+        # the same step unrolled and unchunked (compiled, not run; the chunks' recomputation not counted).
         unrolled = cfg.copy_and_resolve_references()
         unrolled.scan_layers = False
+        unrolled.attention_chunk = 0
         twin, twin_step = step_of(unrolled)
         shapes = unbox(jax.eval_shape(twin.init, jax.random.key(0), *inputs)["params"])
         flops = flops_of(twin_step.lower(shapes).compile())
