@@ -72,8 +72,7 @@ class DenoiserBench:
     mem_limit_gb: float = 12.0
     attention_chunk: int = 0  # ours: self-attention query rows per chunk (model.attention_chunk; 0: whole)
     # ours: blocks as one lax.scan (model.scan_layers). Off by default, as in the quickstart: on CPU the unrolled
-    # stack steps faster, and XLA's cost analysis counts a while loop's body once, so a scanned step's FLOPs
-    # (and the achieved fraction of peak) would read 1/depth of the truth.
+    # stack steps faster. A scanned step's FLOPs are counted on its unrolled twin (see `_ours`).
     scan_layers: bool = False
 
     def __post_init__(self) -> None:
