@@ -70,6 +70,21 @@ def test_our_flop_count_grows_by_one_block_per_block(scan_layers):
         assert denoiser._ours("none", grid, chunked)[1] == pytest.approx(flops[1])
 
 
+def test_the_peers_cpu_attention_is_counted():
+    """PyTorch's FLOP counter has no formula for the CPU flash-attention kernel the peer's attention runs; with
+    ours registered, forward + backward count 2 + 2 matmuls forward and 5 backward (scores recomputed)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    denoiser.count_cpu_attention_flops()
+    batch, heads, seq, head_dim = 1, 2, 24, 16
+    q, k, v = (torch.randn(batch, heads, seq, head_dim, requires_grad=True) for _ in range(3))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
+    assert counter.get_total_flops() == (2 + 5) * 2 * batch * heads * seq**2 * head_dim
+
+
 def test_a_worker_process_reports_its_own_peak_memory():
     worker = denoiser._Worker(denoiser.PEAK, (1, 2, 4), TINY)
     assert worker.ready() and worker.step()

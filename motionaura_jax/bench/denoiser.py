@@ -165,12 +165,40 @@ def _ours(mode: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[
     return lambda: jax.block_until_ready(compiled(params)), flops
 
 
+def count_cpu_attention_flops() -> None:
+    """Teach PyTorch's `FlopCounterMode` the CPU flash-attention ops, which it does not count.
+
+    `scaled_dot_product_attention` dispatches on CPU to `_scaled_dot_product_flash_attention_for_cpu` (and its
+    backward); the counter has formulas for the CUDA kernels only, so without these it counts none of the peer's
+    attention and its GFLOP/s read low. The CUDA flash kernels' formulas apply unchanged (the backward counts
+    the recomputed scores, as the kernel does)."""
+    import torch
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    forward, backward = (
+        aten._scaled_dot_product_flash_attention_for_cpu,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward,
+    )
+    if forward in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward)
+    def _forward_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    @flop_counter.register_flop_formula(backward)
+    def _backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
 def _peer(grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[Callable[[], None], float]:
     import torch
     from diffusers import CogVideoXTransformer3DModel
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
     from torch.utils.flop_counter import FlopCounterMode
 
+    count_cpu_attention_flops()
     torch.set_num_threads(threads())
     torch.manual_seed(0)
     t, h, w = grid
