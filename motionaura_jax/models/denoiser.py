@@ -123,7 +123,7 @@ class DenoiserBlock(nn.Module):
                 mixed = spectral.SpectralMixer(mode, self.grid_thw, name="mixer")(normed)
             else:
                 mixed = self._mix_grids(mode, normed)
-            x_bld = x_bld + gate_mix * mixed
+            x_bld = x_bld + attn.gated(gate_mix, mixed)
 
         mha = dict(
             num_heads=cfg.heads,
@@ -145,7 +145,7 @@ class DenoiserBlock(nn.Module):
             y = attn.MultiHeadAttention(
                 spectral=mode == "qkv_fft2", query_chunk=int(cfg.attention_chunk), name="self_attn", **mha
             )(norm("norm_attn", x_bld, shift_attn, scale_attn), rope_q=rope, rope_k=rope)
-        x_bld = x_bld + gate_attn * dropout(y, deterministic=self.deterministic)
+        x_bld = x_bld + attn.gated(gate_attn, dropout(y, deterministic=self.deterministic))
 
         cross_spectral = mode == "qkv_fft2" and cfg.cross_fft
         y = attn.MultiHeadAttention(spectral=cross_spectral, zero_init_out=True, name="cross_attn", **mha)(
@@ -156,7 +156,7 @@ class DenoiserBlock(nn.Module):
         y = attn.FeedForward(cfg.mlp_ratio, cfg.dropout, dtype=dtype, name="ffn")(
             norm("norm_ffn", x_bld, shift_ffn, scale_ffn), deterministic=self.deterministic
         )
-        x_bld = x_bld + gate_ffn * dropout(y, deterministic=self.deterministic)
+        x_bld = x_bld + attn.gated(gate_ffn, dropout(y, deterministic=self.deterministic))
         return constrain(x_bld.astype(dtype), attn.TOKENS), None
 
     def _mix_grids(self, mode: str, normed_bld: jax.Array) -> jax.Array:
@@ -301,6 +301,7 @@ class SpectralDenoiser(nn.Module):
             )
 
     @nn.compact
+    @layers.with_unit_batch_squeezed
     def __call__(
         self,
         ids_bthw: jax.Array,

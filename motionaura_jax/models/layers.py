@@ -21,7 +21,9 @@ conv), which is exact as a conv and fast everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -92,6 +94,53 @@ def layer_norm(name: str, *, affine: bool = True) -> nn.LayerNorm:
         bias_init=partitioned(nn.initializers.zeros, ("norm",)),
         name=name,
     )
+
+
+def _acts_on_trailing_axes(module: nn.Module) -> bool:
+    """Whether `module` maps (..., features) row by row, so a leading batch axis can be dropped around it."""
+    if isinstance(module, nn.DenseGeneral):
+        axes = module.axis if isinstance(module.axis, Sequence) else (module.axis,)
+        return not module.batch_dims and all(a < 0 for a in axes)
+    if isinstance(module, nn.LayerNorm):
+        return module.reduction_axes == -1 and module.feature_axes == -1
+    return isinstance(module, nn.Dense)
+
+
+def _squeeze_unit_batch(next_fun, args, kwargs, context):
+    x = args[0] if len(args) == 1 and not kwargs else None
+    if (
+        context.method_name == "__call__"
+        and isinstance(x, jax.Array)
+        and x.ndim >= 3
+        and x.shape[0] == 1
+        and _acts_on_trailing_axes(context.module)
+    ):
+        return next_fun(x[0])[None]
+    return next_fun(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def unit_batch_squeezed() -> Iterator[None]:
+    """Within this block, Dense, DenseGeneral and LayerNorm called on a batch of one see it without the batch
+    axis, (L, D) instead of (1, L, D); the same values.
+
+    Why: the backward pass reduces every bias and norm-scale gradient over the token axis, and XLA:CPU's fused
+    reductions run that reduction on a (1, L, D) array 30x (4096 tokens) to 40x (16k) slower than on (L, D)
+    (docs/bench_denoiser.md, "Batch of one"). A batch of one is the long-sequence case: a whole clip per
+    device, the benchmark. Enter it inside the traced function: interceptors act at trace time."""
+    with nn.intercept_methods(_squeeze_unit_batch):
+        yield
+
+
+def with_unit_batch_squeezed(method: Callable) -> Callable:
+    """A module method run inside `unit_batch_squeezed` (put it under `@nn.compact`)."""
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        with unit_batch_squeezed():
+            return method(*args, **kwargs)
+
+    return wrapped
 
 
 # ------------------------------------------------------------------------------------------------------------
