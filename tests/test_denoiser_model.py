@@ -320,11 +320,12 @@ def test_chunked_self_attention_equals_whole_with_less_memory():
     np.testing.assert_allclose(*(np.asarray(forward(c, params, inputs)) for c in plain), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["none", "filter3d"])
-def test_a_batch_of_one_equals_its_row_of_a_batch_without_token_axis_reductions_of_it(mode):
-    """At batch 1 the denoiser runs its Dense, LayerNorm and AdaLN ops on (L, D) (`unit_batch_squeezed`): the
-    same logits and gradients as sample 0 of a batch of 2, and the compiled backward pass has no reduction
-    over the token axis of a (1, L, D) array (the form XLA:CPU runs ~30x slower)."""
+@pytest.mark.parametrize("mode", ["none", "qkv_fft2", "filter3d"])
+def test_a_batch_of_one_equals_its_row_of_a_batch_without_reductions_of_it(mode):
+    """At batch 1 the denoiser runs its Dense, LayerNorm, AdaLN and attention maps without the batch axis
+    (`unit_batch_squeezed`, `over_unit_batch`): the same logits and gradients as sample 0 of a batch of 2, and
+    the compiled backward pass reduces no (1, L, D) array over its tokens nor a (1, H, L, S) map over its keys
+    (the forms XLA:CPU runs ~30x and ~2x slower)."""
     cfg = tiny(mode, scan_layers=False)
     inputs = make_inputs(cfg, batch=2)
     params = random_params(cfg, inputs)
@@ -342,3 +343,5 @@ def test_a_batch_of_one_equals_its_row_of_a_batch_without_token_axis_reductions_
     hlo = jax.jit(jax.grad(loss)).lower(params, one, jnp.ones(1)).compile().as_text()
     token_axis_reductions = re.findall(rf"= f32\[1,{cfg.width}\]\S* reduce\([^\n]*dimensions={{1}}", hlo)
     assert not token_axis_reductions
+    map_reductions = re.findall(rf"= f32\[1,{cfg.heads},\d+\]\S* reduce\(", hlo)
+    assert not map_reductions

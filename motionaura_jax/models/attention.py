@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from motionaura_jax.models import spectral
-from motionaura_jax.models.layers import dense, layer_norm, over_query_chunks, partitioned
+from motionaura_jax.models.layers import dense, layer_norm, over_query_chunks, over_unit_batch, partitioned
 from motionaura_jax.parallel.sharding import constrain
 
 Dtype = Any
@@ -159,14 +159,18 @@ def dot_product_attention(
 ) -> jax.Array:
     """softmax(q kᵀ/√Dh) v with float32 logits/softmax; `key_mask_bs` True = attend. A row with no key left
     (an all-False mask, e.g. an unconditional sample) outputs zero instead of averaging padding."""
-    scale = 1.0 / math.sqrt(q_blhd.shape[-1])
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q_blhd, k_bshd, preferred_element_type=jnp.float32) * scale
-    if key_mask_bs is not None:
-        logits = jnp.where(key_mask_bs[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    return over_unit_batch(_dot_product_attention, q_blhd, k_bshd, v_bshd, key_mask_bs)
+
+
+def _dot_product_attention(q_lhd, k_shd, v_shd, key_mask_s):  # with or without the batch axis
+    scale = 1.0 / math.sqrt(q_lhd.shape[-1])
+    logits = jnp.einsum("...qhd,...khd->...hqk", q_lhd, k_shd, preferred_element_type=jnp.float32) * scale
+    if key_mask_s is not None:
+        logits = jnp.where(key_mask_s[..., None, None, :], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
-    if key_mask_bs is not None:
-        probs = jnp.where(jnp.any(key_mask_bs, axis=-1)[:, None, None, None], probs, 0.0)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v_bshd.dtype), v_bshd)
+    if key_mask_s is not None:
+        probs = jnp.where(jnp.any(key_mask_s, axis=-1)[..., None, None, None], probs, 0.0)
+    return jnp.einsum("...hqk,...khd->...qhd", probs.astype(v_shd.dtype), v_shd)
 
 
 class MultiHeadAttention(nn.Module):

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from motionaura_jax.models.layers import over_query_chunks
+from motionaura_jax.models.layers import over_query_chunks, over_unit_batch
 from motionaura_jax.parallel import sharding as sharding_lib
 
 SPECTRAL_MODES = ("qkv_fft2", "fnet_mix", "global_filter", "filter3d", "none")
@@ -107,11 +107,16 @@ def _spectral_softmax_attention(
             _spectral_softmax_attention, k_ri=k_ri, v_ri=v_ri, head_dim=head_dim, dtype=dtype
         )
         return over_query_chunks(rows, q_ri, query_chunk)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q_ri, k_ri, preferred_element_type=jnp.float32)
+    rows = functools.partial(_softmax_rows, head_dim=head_dim, dtype=dtype)
+    o_ri = over_unit_batch(rows, q_ri, k_ri, v_ri)
+    return jax.lax.complex(o_ri[..., :head_dim], o_ri[..., head_dim:])
+
+
+def _softmax_rows(q_ri, k_ri, v_ri, head_dim: int, dtype: jnp.dtype) -> jax.Array:  # with or without batch
+    logits = jnp.einsum("...qhd,...khd->...hqk", q_ri, k_ri, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(logits / math.sqrt(head_dim), axis=-1)
     # A is real, so A·v̂ = A·Re(v̂) + i·A·Im(v̂): again one real matmul over [Re, Im].
-    o_ri = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v_ri, preferred_element_type=jnp.float32)
-    return jax.lax.complex(o_ri[..., :head_dim], o_ri[..., head_dim:])
+    return jnp.einsum("...hqk,...khd->...qhd", probs.astype(dtype), v_ri, preferred_element_type=jnp.float32)
 
 
 def _qkv_fft2_local(
