@@ -72,7 +72,7 @@ def test_our_flop_count_grows_by_one_block_per_block(scan_layers):
 
 def test_the_peers_cpu_attention_is_counted():
     """PyTorch's FLOP counter has no formula for the CPU flash-attention kernel the peer's attention runs; with
-    ours registered, forward + backward count 2 + 2 matmuls forward and 5 backward (scores recomputed)."""
+    ours registered, forward + backward count 2 matmuls forward and 5 backward (the scores recomputed)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 

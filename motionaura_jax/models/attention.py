@@ -245,16 +245,13 @@ class MultiHeadAttention(nn.Module):
 
 
 def modulate(x_bld: jax.Array, shift_b1d: jax.Array, scale_b1d: jax.Array) -> jax.Array:
-    if x_bld.shape[0] == 1:  # computed on (L, D): see layers.unit_batch_squeezed
-        return modulate(x_bld[0], shift_b1d[0], scale_b1d[0])[None]
-    return x_bld * (1.0 + scale_b1d) + shift_b1d
+    # A batch of one on (L, D): see layers.unit_batch_squeezed.
+    return over_unit_batch(lambda x, shift, scale: x * (1.0 + scale) + shift, x_bld, shift_b1d, scale_b1d)
 
 
 def gated(gate_b1d: jax.Array, y_bld: jax.Array) -> jax.Array:
-    """gate · y, a per-sample gate over every token (AdaLN-Zero's residual gates)."""
-    if y_bld.shape[0] == 1:  # computed on (L, D): see layers.unit_batch_squeezed
-        return (gate_b1d[0] * y_bld[0])[None]
-    return gate_b1d * y_bld
+    """gate · y, a per-sample gate over every token (AdaLN-Zero's residual gates); a batch of one on (L, D)."""
+    return over_unit_batch(lambda y, gate: gate * y, y_bld, gate_b1d)
 
 
 class AdaLNZero(nn.Module):
