@@ -94,6 +94,8 @@ Two objects (64 + 64 two-object captions), fully correct seen / held-out:
 | from quickstart64's weights (`train.init_from`), drawing order             | 2800  | 14.1% | 18.8%    |
 | from quickstart64's weights, captions left to right (quickstart64_two now) | 2800  | 59.4% | 59.4%    |
 | then 1400 steps more from those weights, lr 3e-4 (quickstart64_two_more), 128 + 128 captions | 4200 | 60.2% | 71.1% |
+| the same two from the 3200-step quickstart64 (fresh clone, 2026-12-06): quickstart64_two | 2800 | 50.0% | 56.2% |
+| then quickstart64_two_more, 128 + 128 captions                             | 4200  | 53.1% | 53.9%    |
 
 In drawing order the model drew the caption's attributes but on the wrong objects (the red one with the
 circle's shape and the other's motion); named in reading order, which phrase belongs to which object is seen
@@ -231,7 +233,8 @@ _QUICKSTART64_TWO = dict(
                eval_every=1400, sample_every=1400),
 )  # fmt: skip
 # Then 1400 more two-object steps from quickstart64_two's weights at a lower learning rate (a second warm start:
-# fresh optimizer, short warmup): 59.4% / 59.4% -> 60.2% / 71.1% over 128 + 128 captions.
+# fresh optimizer, short warmup): 59.4% / 59.4% -> 60.2% / 71.1% over 128 + 128 captions from the 1600-step
+# quickstart64; 50.0% / 56.2% -> 53.1% / 53.9% from the 3200-step one.
 _QUICKSTART64_TWO_MORE = dict(
     _QUICKSTART64_TWO,
     train=dict(_QUICKSTART64_TWO["train"], steps=1400, lr=3e-4, warmup=50, init_from="runs/quickstart64/t2v_two",
