@@ -92,7 +92,7 @@ Two objects (64 + 64 two-object captions), fully correct seen / held-out:
 |----------------------------------------------------------------------------|-------|-------|----------|
 | from scratch, captions in drawing order                                    | 1600  | 3.1%  | 4.7%     |
 | from quickstart64's weights (`train.init_from`), drawing order             | 2800  | 14.1% | 18.8%    |
-| from quickstart64's weights, captions left to right (quickstart64_two now) | 2800  | 59.4% | 59.4%    |
+| from quickstart64's weights, captions left to right (quickstart64_two then) | 2800 | 59.4% | 59.4%   |
 | then 1400 steps more from those weights, lr 3e-4, 128 + 128 captions       | 4200  | 60.2% | 71.1% |
 | the same two from the 3200-step quickstart64 (fresh clone, 2026-12-06)     | 2800  | 50.0% | 56.2% |
 | then 1400 steps more, lr 3e-4, 128 + 128 captions                          | 4200  | 53.1% | 53.9% |
