@@ -104,13 +104,8 @@ def main(argv: list[str]) -> int:
         "fps": float(s.fps),
     }
     variants = args.variant or [["config", ""]]
-    captions = {
-        split: caps
-        for split, caps in judge_captions(
-            args.seen, args.heldout, num_objects=int(generator.config.data.num_objects)
-        ).items()
-        if caps
-    }
+    all_captions = judge_captions(args.seen, args.heldout, num_objects=int(generator.config.data.num_objects))
+    captions = {split: caps for split, caps in all_captions.items() if caps}
     out = pathlib.Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name, spec in variants:
