@@ -34,8 +34,8 @@ text at 16 tokens.
 quickstart (the stage after vae.py:quickstart in `motionaura quickstart`): Moving Shapes 32x32x17 as the 9x8x8
 codes (K=256) of the quickstart tokenizer, each token a 1x2x2 block of codes (model.patch_size: the sequence
 is 144 long), a 4-block denoiser on MiniLM captions with plain self-attention (spectral_mode="none"): at equal
-wall time no frequency-domain mode judged ahead of it by more than the noise (filter3d and fnet_mix level with
-it, ABLATIONS below); the paper's qkv_fft2 was last. The tokenizer run defaults to runs/quickstart/vae
+wall time it judged ahead of every frequency-domain mode (of the attention-free filter3d by 3-6 points, within
+the noise; ABLATIONS below); the paper's qkv_fft2 was last. The tokenizer run defaults to runs/quickstart/vae
 (--config.tokens.tokenizer_workdir=DIR for another). The first start encodes 2048 training clips into
 WORKDIR_OF_TOKENIZER/token_cache_train (resumable; about 20 seconds). Choices (paper_notes §8): absorbing
 diffusion, T=100, linear γ̄, x0-parameterisation, the masked CE with uniform weight (MaskGIT's; the VLB is
@@ -115,17 +115,21 @@ minutes on 2 cores), each token a 1x2x2 block of codes as in quickstart:
     motionaura train --config=experiments/vae.py:shapes64 --workdir=runs/vae_shapes64
     motionaura train --config=experiments/t2v.py:shapes64 --workdir=runs/t2v_shapes64
 
-ABLATIONS at equal wall time on the tokens of the time x2 vae.py:quickstart (the demo's; 2026-12-04): each arm
-15 minutes on one core while another arm ran on the other, judged on 64 seen + 64 held-out captions (CFG 2):
+ABLATIONS at equal wall time: each arm is quickstart (lr 2e-3, 1200 steps) with one change, on the tokens of
+vae.py:quickstart, 15 minutes on one core while another arm ran on the other, judged on 64 seen + 64 held-out
+captions (CFG 2); fresh clone of 5fac08b, 2026-12-06 (README: the commands, shape, direction, every-frame columns):
 
 | arm                      | steps in 15 min | seen  | held-out |
 |--------------------------|-----------------|-------|----------|
-| quickstart (attention)   | 831             | 56.2% | 68.8%    |
-| quickstart_filter3d      | 848             | 65.6% | 68.8%    |
-| quickstart_fnet          | 779             | 64.1% | 67.2%    |
-| quickstart_global_filter | 651             | 54.7% | 35.9%    |
-| quickstart_mar           | 701             | 35.9% | 37.5%    |
-| quickstart_qkv_fft2      | 651             | 15.6% | 20.3%    |
+| quickstart (attention)   | 801             | 73.4% | 84.4%    |
+| quickstart_filter3d      | 934             | 70.3% | 78.1%    |
+| quickstart_fnet          | 751             | 62.5% | 67.2%    |
+| quickstart_global_filter | 746             | 45.3% | 46.9%    |
+| quickstart_mar           | 701             | 37.5% | 40.6%    |
+| quickstart_qkv_fft2      | 749             | 32.8% | 31.2%    |
+
+The same arms at lr 1e-3 / 1600 steps (the quickstart of 2026-12-04): 56.2% / 68.8%, filter3d 65.6% / 68.8%, fnet
+64.1% / 67.2%, global_filter 54.7% / 35.9%, mar 35.9% / 37.5%, qkv_fft2 15.6% / 20.3%.
 
 Earlier, on the time x4 tokenizer (80 tokens): each arm is quickstart with one change, on the tokens of a
 vae.py:quickstart run, stopped after 12 minutes on one core (the other core ran the other arm of its pair),
@@ -195,7 +199,7 @@ _COARSE = dict(
     eval=dict(num_videos=32, batch_size=16),
 )  # fmt: skip
 # The demo's: 9x8x8 codes of vae.py:quickstart (K=256) as 9x4x4 tokens of 1x2x2 codes, masked CE (uniform weight),
-# plain self-attention (no spectral mode ahead of it by more than the noise at equal wall time: ABLATIONS above).
+# plain self-attention (ahead of every spectral mode at equal wall time: ABLATIONS above).
 _QUICKSTART = dict(
     _COARSE,
     # Blocks unrolled: on CPU the 4-block stack steps ~15% faster than as one lax.scan (a while loop XLA does not
