@@ -132,3 +132,49 @@ def test_adaln_zero_starts_at_zero_and_bad_dtype_is_clear():
     assert len(chunks) == 3 and all(c.shape == (2, 1, 8) and not np.any(np.asarray(c)) for c in chunks)
     with pytest.raises(ValueError, match="dtype"):
         layers.dtype_from_name("int8")
+
+
+def _autodiff_attention(q, k, v, scale, mask):
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k) * scale
+    logits = jnp.where(mask[..., None, None, :], logits, jnp.finfo(jnp.float32).min)
+    return jnp.einsum("...hqk,...khd->...qhd", jax.nn.softmax(logits, axis=-1), v)
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+@pytest.mark.parametrize("head_dim", [4, 8])  # 5 keys: the written-out backward pass (4), autodiff (8)
+def test_softmax_attention_values_and_gradients_match_autodiff(batch, head_dim):
+    kq, kk, kv, kg = jax.random.split(jax.random.PRNGKey(3), 4)
+    q = jax.random.normal(kq, (*batch, 7, 2, head_dim))
+    k = jax.random.normal(kk, (*batch, 5, 2, head_dim))
+    v = jax.random.normal(kv, (*batch, 5, 2, head_dim))
+    g = jax.random.normal(kg, (*batch, 7, 2, head_dim))
+    mask = jnp.broadcast_to(jnp.array([True, True, False, True, False]), (*batch, 5))
+    for key_mask in (None, mask):
+        reference_mask = jnp.ones(k.shape[:-2], bool) if key_mask is None else key_mask
+
+        def fused(q, k, v, key_mask=key_mask):
+            return jnp.sum(layers.softmax_attention(q, k, v, 0.3, key_mask) * g)
+
+        def reference(q, k, v, mask=reference_mask):
+            return jnp.sum(_autodiff_attention(q, k, v, 0.3, mask) * g)
+
+        value, grads = jax.value_and_grad(fused, argnums=(0, 1, 2))(q, k, v)
+        ref_value, ref_grads = jax.value_and_grad(reference, argnums=(0, 1, 2))(q, k, v)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+        for got, want in zip(grads, ref_grads, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # A masked-out key gets no gradient and changes nothing.
+    grads = jax.grad(lambda k: jnp.sum(layers.softmax_attention(q, k, v, 0.3, mask) * g))(k)
+    assert float(jnp.max(jnp.abs(grads[..., 2, :, :]))) == 0.0
+
+
+def test_softmax_attention_keeps_bfloat16_values_in_their_dtype():
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (6, 2, 4)).astype(jnp.bfloat16) for i in range(3))
+    out = layers.softmax_attention(q, k, v, 0.35)
+    ref = _autodiff_attention(*(x.astype(jnp.float32) for x in (q, k, v)), 0.35, jnp.ones(6, bool))
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, ref, atol=3e-2)
+    grads = jax.grad(lambda q, k, v: jnp.sum(layers.softmax_attention(q, k, v, 0.35)), argnums=(0, 1, 2))(
+        q, k, v
+    )
+    assert [x.dtype for x in grads] == [jnp.bfloat16] * 3

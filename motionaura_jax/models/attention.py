@@ -18,7 +18,14 @@ import jax
 import jax.numpy as jnp
 
 from motionaura_jax.models import spectral
-from motionaura_jax.models.layers import dense, layer_norm, over_query_chunks, over_unit_batch, partitioned
+from motionaura_jax.models.layers import (
+    dense,
+    layer_norm,
+    over_query_chunks,
+    over_unit_batch,
+    partitioned,
+    softmax_attention,
+)
 from motionaura_jax.parallel.sharding import constrain
 
 Dtype = Any
@@ -163,14 +170,10 @@ def dot_product_attention(
 
 
 def _dot_product_attention(q_lhd, k_shd, v_shd, key_mask_s):  # with or without the batch axis
-    scale = 1.0 / math.sqrt(q_lhd.shape[-1])
-    logits = jnp.einsum("...qhd,...khd->...hqk", q_lhd, k_shd, preferred_element_type=jnp.float32) * scale
+    out = softmax_attention(q_lhd, k_shd, v_shd, 1.0 / math.sqrt(q_lhd.shape[-1]), key_mask_s)
     if key_mask_s is not None:
-        logits = jnp.where(key_mask_s[..., None, None, :], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    if key_mask_s is not None:
-        probs = jnp.where(jnp.any(key_mask_s, axis=-1)[..., None, None, None], probs, 0.0)
-    return jnp.einsum("...hqk,...khd->...qhd", probs.astype(v_shd.dtype), v_shd)
+        out = jnp.where(jnp.any(key_mask_s, axis=-1)[..., None, None, None], out, 0.0)
+    return out.astype(v_shd.dtype)
 
 
 class MultiHeadAttention(nn.Module):

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from motionaura_jax.models.layers import over_query_chunks, over_unit_batch
+from motionaura_jax.models.layers import over_query_chunks, over_unit_batch, softmax_attention
 from motionaura_jax.parallel import sharding as sharding_lib
 
 SPECTRAL_MODES = ("qkv_fft2", "fnet_mix", "global_filter", "filter3d", "none")
@@ -113,10 +113,8 @@ def _spectral_softmax_attention(
 
 
 def _softmax_rows(q_ri, k_ri, v_ri, head_dim: int, dtype: jnp.dtype) -> jax.Array:  # with or without batch
-    logits = jnp.einsum("...qhd,...khd->...hqk", q_ri, k_ri, preferred_element_type=jnp.float32)
-    probs = jax.nn.softmax(logits / math.sqrt(head_dim), axis=-1)
     # A is real, so A·v̂ = A·Re(v̂) + i·A·Im(v̂): again one real matmul over [Re, Im].
-    return jnp.einsum("...hqk,...khd->...qhd", probs.astype(dtype), v_ri, preferred_element_type=jnp.float32)
+    return softmax_attention(q_ri, k_ri, v_ri.astype(dtype), 1.0 / math.sqrt(head_dim))
 
 
 def _qkv_fft2_local(
