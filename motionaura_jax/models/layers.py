@@ -453,14 +453,14 @@ def softmax_attention(
 ) -> jax.Array:
     """softmax(scale · q kᵀ) v over keys, float32 logits and output, any leading batch axes ("...qhd").
 
-    The same values and gradients as the three lines it replaces, in fewer passes over the (heads, queries,
-    keys) map, which is what the step spends its time on once the map outgrows the cache: the forward keeps
-    exp(s - max) unnormalised and divides the (q, d) output instead of the map, and the backward takes the
-    softmax's row term from rowsum(dO ∘ O) on (q, d) arrays (FlashAttention's identity) instead of a reduction
-    over the map. Only that map is kept for the backward pass (autodiff keeps the probabilities and more).
-    With no more keys than channels (cross-attention to a short text) the map is the small side and the
-    plain formula by autodiff is the faster one. `key_mask_k` (True = attend) is not differentiated; a row
-    with no key left averages every value.
+    The values and gradients of that formula under autodiff, in fewer passes over the (heads, queries, keys)
+    map, where the step spends its time once the map outgrows the cache: the forward keeps exp(s - max)
+    unnormalised and divides the (q, d) output instead of the map; the backward takes the softmax's row term
+    from rowsum(dO ∘ O) on (q, d) arrays (FlashAttention's identity) instead of a reduction over the map.
+    Only that map is kept for the backward pass (autodiff keeps the probabilities and more). With no more
+    keys than channels (cross-attention to a short text) the map is the small side and the formula by
+    autodiff is the faster one. `key_mask_k` (True = attend) is not differentiated; a row with no key left
+    averages every value.
     """
     mask = jnp.ones(k_khd.shape[:-2], bool) if key_mask_k is None else key_mask_k
     if k_khd.shape[-3] > q_qhd.shape[-1]:
