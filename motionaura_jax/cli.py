@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         print(f"motionaura: unknown command {name!r}.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from motionaura_jax import host_memory
+
+    try:  # before the sub-command imports jax and its threads allocate
+        host_memory.apply_policy()
+    except ValueError as error:
+        print(f"motionaura: {error}", file=sys.stderr)
+        return 2
     module = importlib.import_module(f"motionaura_jax.commands.{name.replace('-', '_')}")
     from motionaura_jax.atomic import DiskFullError
 

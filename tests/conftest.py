@@ -12,6 +12,9 @@ if _OWN_CACHE:
     import tempfile
 
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="motionaura-tests-xla-cache-")
+# glibc's allocator as it comes: `motionaura` run in process would otherwise switch a test worker to reusing
+# freed memory for the rest of the run (tests/test_host_memory.py runs that policy in subprocesses).
+os.environ.setdefault("MOTIONAURA_HOST_MALLOC", "system")
 # Nothing downloads: hubs are off in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -49,6 +49,7 @@ def test_table_values_follow_from_the_reported_timings():
     assert cells[3] == f"{r['median_s']:.3f}" and cells[5] == f"{r['speedup_vs_peer']:.2f}x"
     assert cells[-1] == "ok" and cells[-2] == "-"
     assert f"| filter3d | {results['exponents']['filter3d']['all']:.2f} |" in table
+    assert "host malloc system," in table  # in process, and tests keep glibc's defaults (conftest)
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])
@@ -85,10 +86,12 @@ def test_the_peers_cpu_attention_is_counted():
     assert counter.get_total_flops() == (2 + 5) * 2 * batch * heads * seq**2 * head_dim
 
 
-def test_a_worker_process_reports_its_own_peak_memory():
+def test_a_worker_process_reports_its_own_peak_memory(monkeypatch):
+    monkeypatch.setenv("MOTIONAURA_HOST_MALLOC", "reuse")  # workers take the policy `motionaura` runs under
     worker = denoiser._Worker(denoiser.PEAK, (1, 2, 4), TINY)
     assert worker.ready() and worker.step()
     worker.close()
+    assert worker.info["host_malloc"] == "reuse"
     # Its own peak (the 2048^2 matmul's 3 x 16 MiB and the runtime), not the test process's.
     assert 50 < worker.info["peak_rss_mb"] < 1500 and worker.info["peak_rss_mb"] >= worker.info["base_rss_mb"]
     assert worker.info["flops"] == 2 * denoiser.PEAK_N**3 and len(worker.times) == 1

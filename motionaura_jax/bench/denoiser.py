@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from motionaura_jax import host_memory
 from motionaura_jax.models.spectral import SPECTRAL_MODES
 
 PEER = "cogvideox"
@@ -283,7 +284,13 @@ def worker(spec_json: str) -> None:
     base_mb = _rss_mb()
     start = time.perf_counter()
     step, flops = build(spec["model"], tuple(spec["grid"]), DenoiserBench(**spec["bench"]))
-    reply(ready=True, flops=flops, compile_s=time.perf_counter() - start, base_rss_mb=base_mb)
+    reply(
+        ready=True,
+        flops=flops,
+        compile_s=time.perf_counter() - start,
+        base_rss_mb=base_mb,
+        host_malloc=host_memory.policy_in_force(),
+    )
     for line in sys.stdin:
         if line.strip() == "step":
             start = time.perf_counter()
@@ -306,9 +313,12 @@ class _Worker:
         env.pop("XLA_FLAGS", None)  # one CPU device: fake device counts would split XLA's thread pool
         # The child caps its own address space before importing anything, so a configuration that does not
         # fit fails its allocation instead of waking the kernel's OOM killer (which may pick another process).
+        # Every worker, the peer's included, takes the host allocator policy `motionaura` runs under
+        # (`host_memory`, from MOTIONAURA_HOST_MALLOC) before anything allocates: the same for both sides.
         code = (
             "import resource, sys; limit = int(sys.argv[2]); "
             "limit > 0 and resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+            "from motionaura_jax import host_memory; host_memory.apply_policy(); "
             "from motionaura_jax.bench.denoiser import worker; worker(sys.argv[1])"
         )
         self.stderr = tempfile.TemporaryFile("w+")
@@ -443,6 +453,7 @@ def measure(
                 "peak_rss_mb": w.info.get("peak_rss_mb", float("nan")),
                 "base_rss_mb": w.info.get("base_rss_mb", float("nan")),
                 "compile_s": w.info.get("compile_s", float("nan")),
+                "host_malloc": w.info.get("host_malloc", host_memory.policy_in_force()),
             }
         )
     return rows
@@ -504,7 +515,8 @@ def format_table(results: dict[str, Any]) -> str:
         f"{s['heads']}, MLP 4x, text {s['text_len']} tokens; median of {s['rounds']} alternating rounds; "
         f"threads {results['threads']} (of {results['cpu_count']} CPUs), worker memory limit "
         f"{s['mem_limit_gb']:g} GB, self-attention query chunk {s['attention_chunk'] or 'none'}, blocks "
-        f"{'scanned' if s.get('scan_layers') else 'unrolled'}, load average {load}",
+        f"{'scanned' if s.get('scan_layers') else 'unrolled'}, host malloc "
+        f"{'/'.join(sorted({r.get('host_malloc', 'system') for r in results['rows']}))}, load average {load}",
         "",
         "| grid | tokens | model | median s | min s | peer / ours | GFLOP/step | GFLOP/s | of peak | "
         "peak RSS GB | status |",
