@@ -36,6 +36,7 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -50,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from motionaura_jax import host_memory
 
-    try:  # before the sub-command imports jax and its threads allocate
-        host_memory.apply_policy()
+    try:
+        if from_command_line:  # glibc reads its tunables at exec: start again under them, same PID
+            host_memory.reexec_with_policy()
+        else:
+            host_memory.wants_huge_pages()  # in process (tests, notebooks): only the check of the variable
     except ValueError as error:
         print(f"motionaura: {error}", file=sys.stderr)
         return 2

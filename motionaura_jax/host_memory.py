@@ -1,67 +1,59 @@
-"""The host allocator policy of a `motionaura` process: on CPU, freed memory is kept for reuse.
+"""The host allocator policy of a `motionaura` process: on a CPU-only host, large blocks get huge pages.
 
 XLA:CPU allocates each step's temporaries as one block (1.6 GB for the denoiser step at 16k tokens) and frees
 it when the step ends. glibc's malloc serves a block that large with a fresh `mmap` and returns it with
-`munmap`, so every step faults its temporaries in again page by page, with the kernel zeroing each page:
-~400k page faults and 0.7 s of system time a 3.3 s step, measured (docs/bench_denoiser.md). Told to keep
-what is freed (one malloc arena, no `mmap` for large blocks, no trimming of the heap's top), malloc hands
-the same pages back the next step. The price is that the process keeps its peak memory until it exits, as
-a caching allocator does.
+`munmap`, so every step faults its temporaries in again 4 KiB at a time, the kernel zeroing each page:
+~400k page faults and 0.7 s of system time in a 3.3 s step, measured (docs/bench_denoiser.md). With glibc's
+tunable `glibc.malloc.hugetlb=1`, malloc asks for transparent huge pages on what it maps: 2 MiB pages, a few
+hundred faults a step, and fewer TLB misses in every pass over a large array (the tokenizer's training step
+gains as much as the denoiser's). Memory is still returned to the kernel when freed.
 
-    from motionaura_jax import host_memory
-    host_memory.apply_policy()   # first thing in a script, before jax starts its threads
+glibc reads its tunables once, when a process starts, so `motionaura` re-executes itself with
+`GLIBC_TUNABLES` extended before anything else runs (the same PID, the same arguments), and the benchmarks
+start their workers with it. For a script of one's own:
 
-`motionaura` does this itself before any sub-command runs. `MOTIONAURA_HOST_MALLOC` chooses: "auto" (the
-default: reuse on a CPU-only host, i.e. `JAX_PLATFORMS=cpu`, or no TPU or GPU device files), "reuse", or
-"system" (glibc's defaults, untouched). Only glibc is tuned; elsewhere the policy is "system".
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python train_my_model.py
+
+`MOTIONAURA_HOST_MALLOC` chooses: "auto" (the default: huge pages on a CPU-only host, i.e. `JAX_PLATFORMS=cpu`
+or no TPU or GPU device files, whose kernel offers transparent huge pages), "hugepages" (wherever the kernel
+offers them), or "system" (glibc's defaults). A `GLIBC_TUNABLES` that already sets `glibc.malloc.hugetlb` is
+left as it is.
 """
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import os
+import platform
 import sys
 from collections.abc import Mapping
 
 ENV_VAR = "MOTIONAURA_HOST_MALLOC"
-POLICIES = ("auto", "reuse", "system")
+POLICIES = ("auto", "hugepages", "system")
+TUNABLE = "glibc.malloc.hugetlb=1"
 
-# mallopt parameters (glibc's malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
-
+_THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 # Device files of a TPU VM (/dev/accel* on v2-v5e, /dev/vfio/* on v5p and v6e) or of an NVIDIA GPU.
 _ACCELERATOR_DEVICE_GLOBS = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*")
 
-_applied: str | None = None
 
-
-def _glibc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
+def transparent_huge_pages() -> str:
+    """The kernel's transparent huge page mode ("always", "madvise" or "never"); "unavailable" without one."""
     try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 (musl and others lack it; their malloc is not glibc's)
-        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-        return libc
-    except (OSError, AttributeError):
-        return None
+        with open(_THP_ENABLED) as f:
+            text = f.read()
+    except OSError:
+        return "unavailable"
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else "unavailable"
 
 
-def reuse_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory in the process for the next allocation: one arena (threads
-    created later share the main heap), no `mmap` for large blocks (they come from the heap), and no trim
-    of the heap's top (M_TRIM_THRESHOLD -1 is SIZE_MAX). Best called before other threads allocate: a
-    thread that already has an arena of its own keeps it. False where the C library is not glibc."""
-    libc = _glibc()
-    if libc is None:
+def _glibc_has_hugetlb_tunable() -> bool:
+    libc, version = platform.libc_ver()
+    try:
+        return libc == "glibc" and tuple(int(v) for v in version.split(".")[:2]) >= (2, 35)
+    except ValueError:
         return False
-    return all(
-        libc.mallopt(param, value) == 1
-        for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
-    )
 
 
 def cpu_only_host(environ: Mapping[str, str] = os.environ) -> bool:
@@ -73,21 +65,44 @@ def cpu_only_host(environ: Mapping[str, str] = os.environ) -> bool:
     return not any(glob.glob(pattern) for pattern in _ACCELERATOR_DEVICE_GLOBS)
 
 
-def apply_policy(environ: Mapping[str, str] = os.environ) -> str:
-    """Apply `MOTIONAURA_HOST_MALLOC` (see the module docstring) once per process; returns the policy in
-    force: "reuse" or "system"."""
-    global _applied
-    if _applied is not None:
-        return _applied
+def wants_huge_pages(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `MOTIONAURA_HOST_MALLOC` (see the module docstring) asks for huge pages here; a misspelt
+    value is a ValueError naming the variable and the choices."""
     choice = environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if choice not in POLICIES:
         raise ValueError(f"{ENV_VAR}={choice!r}: use one of {', '.join(POLICIES)}")
-    if choice == "auto":
-        choice = "reuse" if cpu_only_host(environ) else "system"
-    _applied = "reuse" if choice == "reuse" and reuse_freed_memory() else "system"
-    return _applied
+    if choice == "system" or not sys.platform.startswith("linux") or not _glibc_has_hugetlb_tunable():
+        return False
+    if transparent_huge_pages() not in ("always", "madvise"):
+        return False
+    return choice == "hugepages" or cpu_only_host(environ)
 
 
-def policy_in_force() -> str:
-    """The policy this process runs under: "reuse" once `apply_policy` set it, else "system"."""
-    return _applied or "system"
+def _tunables(environ: Mapping[str, str]) -> list[str]:
+    return [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
+
+
+def policy_in_force(environ: Mapping[str, str] = os.environ) -> str:
+    """ "hugepages" when this process was started with the tunable, else "system"."""
+    return "hugepages" if TUNABLE in _tunables(environ) else "system"
+
+
+def with_policy(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """A copy of `environ` for a new process: `GLIBC_TUNABLES` extended by the tunable when
+    `wants_huge_pages`, unless it already sets `glibc.malloc.hugetlb`."""
+    env = dict(environ)
+    tunables = _tunables(env)
+    if wants_huge_pages(env) and not any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):
+        env["GLIBC_TUNABLES"] = ":".join([*tunables, TUNABLE])
+    return env
+
+
+def reexec_with_policy() -> None:
+    """Re-execute this process (`sys.orig_argv`, same PID) under `with_policy`'s environment when it differs
+    from the current one; returns only when nothing changes. Call it before anything else runs."""
+    env = with_policy(os.environ)
+    if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, list(sys.orig_argv), env)

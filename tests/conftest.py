@@ -12,8 +12,8 @@ if _OWN_CACHE:
     import tempfile
 
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="motionaura-tests-xla-cache-")
-# glibc's allocator as it comes: `motionaura` run in process would otherwise switch a test worker to reusing
-# freed memory for the rest of the run (tests/test_host_memory.py runs that policy in subprocesses).
+# glibc's allocator as it comes, in test processes and the `motionaura` commands they start (which would
+# otherwise restart themselves under the host allocator policy): tests/test_host_memory.py tests the policy.
 os.environ.setdefault("MOTIONAURA_HOST_MALLOC", "system")
 # Nothing downloads: hubs are off in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

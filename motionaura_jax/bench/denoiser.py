@@ -309,16 +309,15 @@ class _Worker:
     def __init__(self, model: str, grid: tuple[int, int, int], bench: DenoiserBench):
         self.model, self.grid, self.bench = model, grid, bench
         spec = json.dumps({"model": model, "grid": grid, "bench": dataclasses.asdict(bench)})
-        env = dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1")
+        # Every worker, the peer's included, starts under the host allocator policy `motionaura` runs under
+        # (`host_memory`: huge pages for malloc's large blocks on a CPU-only host): the same for both sides.
+        env = host_memory.with_policy(dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1"))
         env.pop("XLA_FLAGS", None)  # one CPU device: fake device counts would split XLA's thread pool
         # The child caps its own address space before importing anything, so a configuration that does not
         # fit fails its allocation instead of waking the kernel's OOM killer (which may pick another process).
-        # Every worker, the peer's included, takes the host allocator policy `motionaura` runs under
-        # (`host_memory`, from MOTIONAURA_HOST_MALLOC) before anything allocates: the same for both sides.
         code = (
             "import resource, sys; limit = int(sys.argv[2]); "
             "limit > 0 and resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
-            "from motionaura_jax import host_memory; host_memory.apply_policy(); "
             "from motionaura_jax.bench.denoiser import worker; worker(sys.argv[1])"
         )
         self.stderr = tempfile.TemporaryFile("w+")
