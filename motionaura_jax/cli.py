@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if from_command_line:  # glibc reads its tunables at exec: start again under them, same PID
             host_memory.reexec_with_policy()
         else:
-            host_memory.wants_huge_pages()  # in process (tests, notebooks): only the check of the variable
+            host_memory.choose()  # in process (tests, notebooks): only the check of the variable
     except ValueError as error:
         print(f"motionaura: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The host allocator policy (`motionaura_jax.host_memory`): malloc's large blocks on huge pages."""
+"""The host allocator policy (`motionaura_jax.host_memory`): large blocks without page faults."""
 
 import json
 import os
@@ -9,7 +9,8 @@ import pytest
 from motionaura_jax import cli, host_memory
 
 # Allocates, touches and frees 256 MiB twice through malloc; prints the page faults of the second round. Under
-# glibc's defaults a block that large is a fresh mmap each time: 65536 faults of 4 KiB pages; on 2 MiB pages, 128.
+# glibc's defaults a block that large is a fresh mmap each time: 65536 faults of 4 KiB pages; on 2 MiB pages
+# 128; handed back from the heap, none.
 _PROBE = """
 import ctypes, json, resource
 libc = ctypes.CDLL(None)
@@ -27,29 +28,23 @@ touch_and_free()
 print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
 
-HUGE_PAGES_HERE = host_memory.wants_huge_pages({"MOTIONAURA_HOST_MALLOC": "hugepages"})
+HUGE_PAGES_HERE = host_memory.choose({"MOTIONAURA_HOST_MALLOC": "hugepages"}) == "hugepages"
 
 
-def _faults(subprocess_runner, **env) -> int:
+def _faults(subprocess_runner, policy: str, **env) -> int:
+    env = host_memory.with_policy({"MOTIONAURA_HOST_MALLOC": policy, **env})
     proc = subprocess_runner(["-c", _PROBE], devices=1, timeout=60, env=env)
     return json.loads(proc.stdout.strip().splitlines()[-1])["faults"]
 
 
-def test_the_policy_puts_large_blocks_on_huge_pages(subprocess_runner):
-    system_env = host_memory.with_policy({"MOTIONAURA_HOST_MALLOC": "system"})
-    policy_env = host_memory.with_policy({"MOTIONAURA_HOST_MALLOC": "auto", "JAX_PLATFORMS": "cpu"})
-    assert "GLIBC_TUNABLES" not in system_env
-    system = _faults(subprocess_runner, **system_env)
-    assert system > 30_000  # 65536 pages of 4 KiB
-    if not HUGE_PAGES_HERE:  # no glibc >= 2.35 or no transparent huge pages: the policy changes nothing
-        assert "GLIBC_TUNABLES" not in policy_env
-        return
-    assert policy_env["GLIBC_TUNABLES"] == host_memory.TUNABLE
-    assert host_memory.policy_in_force(policy_env) == "hugepages"
-    assert _faults(subprocess_runner, GLIBC_TUNABLES=policy_env["GLIBC_TUNABLES"]) < 2_000  # 128 of 2 MiB
+def test_each_policy_spares_the_page_faults_of_a_large_block(subprocess_runner):
+    assert _faults(subprocess_runner, "system") > 30_000  # 65536 pages of 4 KiB
+    assert _faults(subprocess_runner, "reuse") < 100  # the same pages, back from the heap
+    if HUGE_PAGES_HERE:  # glibc >= 2.35 and a kernel with transparent huge pages
+        assert _faults(subprocess_runner, "hugepages") < 2_000  # 128 pages of 2 MiB
 
 
-def test_auto_applies_only_on_a_cpu_only_host(monkeypatch):
+def test_auto_follows_the_host(monkeypatch):
     assert host_memory.cpu_only_host({"JAX_PLATFORMS": "cpu"})
     assert not host_memory.cpu_only_host({"JAX_PLATFORMS": "tpu"})
     assert not host_memory.cpu_only_host({"JAX_PLATFORMS": "cuda,cpu"})
@@ -57,17 +52,21 @@ def test_auto_applies_only_on_a_cpu_only_host(monkeypatch):
         host_memory.glob, "glob", lambda pattern: ["/dev/accel0"] if "accel" in pattern else []
     )
     assert not host_memory.cpu_only_host({})  # a TPU VM, JAX_PLATFORMS unset
-    assert "GLIBC_TUNABLES" not in host_memory.with_policy({})
-    monkeypatch.setattr(host_memory.glob, "glob", lambda pattern: [])
-    assert host_memory.cpu_only_host({})
+    assert host_memory.choose({}) == "system" and "GLIBC_TUNABLES" not in host_memory.with_policy({})
+    monkeypatch.setattr(host_memory, "usable_cpus", lambda: 1)
+    assert host_memory.choose({"JAX_PLATFORMS": "cpu"}) == "reuse"  # one CPU: no thread waits on the arena
+    monkeypatch.setattr(host_memory, "usable_cpus", lambda: 2)
+    assert host_memory.choose({"JAX_PLATFORMS": "cpu"}) == ("hugepages" if HUGE_PAGES_HERE else "system")
 
 
-def test_a_users_own_tunables_are_kept():
-    env = host_memory.with_policy({"JAX_PLATFORMS": "cpu", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
-    want = "glibc.malloc.arena_max=2" + (f":{host_memory.TUNABLE}" if HUGE_PAGES_HERE else "")
-    assert env["GLIBC_TUNABLES"] == want
-    mine = {"JAX_PLATFORMS": "cpu", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
-    assert host_memory.with_policy(mine)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+def test_the_environment_names_the_policy_and_keeps_a_users_own_tunables():
+    env = host_memory.with_policy(
+        {"MOTIONAURA_HOST_MALLOC": "reuse", "GLIBC_TUNABLES": "glibc.rtld.optional=1"}
+    )
+    assert env["GLIBC_TUNABLES"] == "glibc.rtld.optional=1:" + host_memory.TUNABLES["reuse"]
+    assert host_memory.policy_in_force(env) == "reuse" and host_memory.policy_in_force({}) == "system"
+    mine = {"MOTIONAURA_HOST_MALLOC": "reuse", "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}
+    assert host_memory.with_policy(mine)["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4"
 
 
 def test_the_command_restarts_itself_under_the_policy(monkeypatch):
@@ -79,20 +78,17 @@ def test_the_command_restarts_itself_under_the_policy(monkeypatch):
 
     monkeypatch.setattr(os, "execve", fake_execve)
     monkeypatch.setattr(sys, "argv", ["motionaura", "plot", "--help"])
-    monkeypatch.setenv("MOTIONAURA_HOST_MALLOC", "hugepages")
+    monkeypatch.setenv("MOTIONAURA_HOST_MALLOC", "reuse")
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    if not HUGE_PAGES_HERE:
-        with pytest.raises(SystemExit):  # no restart: plot's --help runs in this process
-            cli.main()
-        assert calls == []
-        return
     with pytest.raises(SystemExit):
         cli.main()
     ((path, args, env),) = calls
     assert path == sys.executable and args == list(sys.orig_argv)
-    assert env["GLIBC_TUNABLES"] == host_memory.TUNABLE and env["MOTIONAURA_HOST_MALLOC"] == "hugepages"
+    assert env["GLIBC_TUNABLES"] == host_memory.TUNABLES["reuse"] and env["MOTIONAURA_HOST_MALLOC"] == "reuse"
     calls.clear()
-    monkeypatch.setenv("GLIBC_TUNABLES", host_memory.TUNABLE)  # the restarted process: runs the command
+    monkeypatch.setenv(
+        "GLIBC_TUNABLES", host_memory.TUNABLES["reuse"]
+    )  # the restarted process runs the command
     with pytest.raises(SystemExit):
         cli.main()
     assert calls == []
@@ -107,4 +103,6 @@ def test_a_misspelt_policy_names_the_variable_and_the_choices(subprocess_runner)
         check=False,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "MOTIONAURA_HOST_MALLOC='hugepage'" in proc.stderr and "auto, hugepages, system" in proc.stderr
+    assert (
+        "MOTIONAURA_HOST_MALLOC='hugepage'" in proc.stderr and "auto, reuse, hugepages, system" in proc.stderr
+    )
