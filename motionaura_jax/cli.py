@@ -35,8 +35,14 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _started_as_command() -> bool:
+    """This process is the `motionaura` command (the console script or `python -m motionaura_jax.cli`), not a
+    program that called `main()`: only then may it restart itself."""
+    return pathlib.Path(sys.argv[0]).name in ("motionaura", "cli.py") if sys.argv else False
+
+
 def main(argv: list[str] | None = None) -> int:
-    from_command_line = argv is None
+    from_command_line = argv is None and _started_as_command()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())

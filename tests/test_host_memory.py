@@ -92,6 +92,11 @@ def test_the_command_restarts_itself_under_the_policy(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main()
     assert calls == []
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "plot", "--help"])  # a program calling main()
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert calls == []
 
 
 def test_a_misspelt_policy_names_the_variable_and_the_choices(subprocess_runner):
