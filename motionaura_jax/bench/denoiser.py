@@ -16,7 +16,8 @@ its peak RSS (`getrusage`) is its own. Each worker compiles and warms up, then t
 in turn (alternating rounds, so machine load hits all alike) and takes medians. A "peak" worker times a
 2048^3 float32 matmul in the same rounds: the machine's measured dense-matmul rate, against which our
 XLA-counted FLOPs per step give the achieved fraction. PyTorch gets as many threads as the CPUs this process
-may run on, which is what XLA's CPU client uses.
+may run on, which is what XLA's CPU client uses, and every worker starts under the same host allocator policy
+(`host_memory`; the table's header names it).
 
     motionaura bench denoiser
     motionaura bench denoiser --grids=4x8x8,4x16x16 --modes=qkv_fft2,filter3d --rounds=5
