@@ -9,8 +9,8 @@ import pytest
 from motionaura_jax import cli, host_memory
 
 # Allocates, touches and frees 256 MiB twice through malloc; prints the page faults of the second round. Under
-# glibc's defaults a block that large is a fresh mmap each time: 65536 faults of 4 KiB pages; on 2 MiB pages
-# 128; handed back from the heap, none.
+# glibc's defaults a block that large is a fresh mmap each time: 65536 faults of 4 KiB pages; mostly on 2 MiB
+# pages, 640 here; handed back from the heap, none.
 _PROBE = """
 import ctypes, json, resource
 libc = ctypes.CDLL(None)
@@ -38,10 +38,12 @@ def _faults(subprocess_runner, policy: str, **env) -> int:
 
 
 def test_each_policy_spares_the_page_faults_of_a_large_block(subprocess_runner):
-    assert _faults(subprocess_runner, "system") > 30_000  # 65536 pages of 4 KiB
+    system = _faults(subprocess_runner, "system")
+    assert system > 30_000  # 65536 pages of 4 KiB
     assert _faults(subprocess_runner, "reuse") < 100  # the same pages, back from the heap
     if HUGE_PAGES_HERE:  # glibc >= 2.35 and a kernel with transparent huge pages
-        assert _faults(subprocess_runner, "hugepages") < 2_000  # 128 pages of 2 MiB
+        # 2 MiB pages, the block's unaligned ends in 4 KiB ones (640 faults here); 4 KiB where none is free.
+        assert _faults(subprocess_runner, "hugepages") < system // 2
 
 
 def test_auto_follows_the_host(monkeypatch):
