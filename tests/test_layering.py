@@ -1,5 +1,6 @@
 """Imports point one way (DESIGN.md §3): commands -> train / eval / pipelines -> runs -> export -> models /
-diffusion / data -> parallel, with config, configs, atomic and paths as leaves every layer may use.
+diffusion / data -> parallel, with config, configs, atomic, paths and host_memory as leaves every layer may
+use.
 
 The package's imports are read with `ast` (imports inside functions included), not by importing it, so a
 lazy import that runs back up is caught too.
@@ -44,6 +45,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "config": {
         "configs", "parallel", "models", "diffusion", "data", "runs", "export", "pipelines", "eval", "train",
         "bench", "commands", "cli",
+    },
+    "host_memory": {
+        "atomic", "configs", "config", "paths", "parallel", "models", "diffusion", "data", "runs", "export",
+        "pipelines", "eval", "train", "bench", "commands", "cli",
     },
 }  # fmt: skip
 
