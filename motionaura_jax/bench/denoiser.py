@@ -311,7 +311,8 @@ class _Worker:
         self.model, self.grid, self.bench = model, grid, bench
         spec = json.dumps({"model": model, "grid": grid, "bench": dataclasses.asdict(bench)})
         # Every worker, the peer's included, starts under the host allocator policy `motionaura` runs under
-        # (`host_memory`: huge pages for malloc's large blocks on a CPU-only host): the same for both sides.
+        # (`host_memory`: on a CPU-only host, freed blocks reused on one CPU, huge pages on several): the same
+        # for both sides.
         env = host_memory.with_policy(dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1"))
         env.pop("XLA_FLAGS", None)  # one CPU device: fake device counts would split XLA's thread pool
         # The child caps its own address space before importing anything, so a configuration that does not
