@@ -49,7 +49,7 @@ def test_qkv_fft2_matches_direct_dft_reference():
     rng = np.random.default_rng(0)
     q, k, v = rand(rng, 2, 6, 3, 4), rand(rng, 2, 5, 3, 4), rand(rng, 2, 5, 3, 4)
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
-    for impl in spectral.QKV_FFT2_IMPLS:  # the literal formula and the half-rows rfft form
+    for impl in spectral.QKV_FFT2_IMPLS:  # the literal formula and its half-spectrum forms
         for m in (None, mask):
             got = spectral.qkv_fft2_attention(
                 jnp.asarray(q),
@@ -69,6 +69,32 @@ def test_qkv_fft2_matches_direct_dft_reference():
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     plain = np.einsum("bhqk,bkhd->bqhd", probs / probs.sum(-1, keepdims=True), v)
     assert np.abs(np_qkv_fft2(q, k, v) - plain).max() > 0.1
+
+
+@pytest.mark.parametrize("queries,keys", [(8, 8), (7, 9), (6, 5)])
+def test_qkv_fft2_impls_have_the_literal_formulas_gradients(queries, keys):
+    # "hermitian" has its backward pass written out (half-spectrum maps); "fft2" is the formula under autodiff.
+    # Even and odd key counts differ in the mirrored keys (an even spectrum's Nyquist key has no mirror).
+    rng = np.random.default_rng(queries * keys)
+    q, w = rand(rng, 2, queries, 3, 4), rand(rng, 2, queries, 3, 4)
+    k, v = rand(rng, 2, keys, 3, 4), rand(rng, 2, keys, 3, 4)
+    mask = jnp.asarray(rng.random((2, keys)) < 0.7).at[:, 0].set(True)
+
+    def grads(impl, query_chunk=0):
+        def loss(q, k, v):
+            out = spectral.qkv_fft2_attention(q, k, v, mask, impl=impl, query_chunk=query_chunk)
+            return jnp.sum(out * w)
+
+        return jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+    want_loss, want = grads("fft2")
+    for impl, chunk in (("rfft", 0), ("hermitian", 0), ("hermitian", 3)):
+        got_loss, got = grads(impl, chunk)
+        np.testing.assert_allclose(float(got_loss), float(want_loss), atol=2e-5, err_msg=impl)
+        for g, g_want in zip(got, want, strict=True):
+            np.testing.assert_allclose(
+                np.asarray(g), np.asarray(g_want), atol=2e-5, err_msg=f"{impl} {chunk}"
+            )
 
 
 def test_qkv_fft2_padded_values_do_not_matter_and_empty_mask_gives_zero():

@@ -79,11 +79,11 @@ def build_step(mode: str, grid: tuple[int, int, int], bench: BlockBench):
     from motionaura_jax.models.denoiser import DenoiserBlock
     from motionaura_jax.parallel.sharding import unbox
 
-    impl = "fft2" if mode == LITERAL else "rfft"
+    literal = {"qkv_fft2_impl": "fft2"} if mode == LITERAL else {}
     cfg = denoiser_config(
         "tiny",
         spectral_mode="qkv_fft2" if mode == LITERAL else mode,
-        qkv_fft2_impl=impl,
+        **literal,
         width=bench.width,
         heads=bench.heads,
         dtype=bench.dtype,

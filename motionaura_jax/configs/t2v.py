@@ -47,7 +47,7 @@ def denoiser_config(size: str = "S", **overrides: Any) -> ml_collections.ConfigD
             "text_dim": 4096 if big else 24,  # T5-XXL width
             "spectral_mode": "qkv_fft2",
             "cross_fft": True,  # FFT on the text side of cross-attention (paper, per R3)
-            "qkv_fft2_impl": "rfft",  # "fft2": the formula literally (2x the attention FLOPs), same result
+            "qkv_fft2_impl": "hermitian",  # same result as "rfft" (plain attention's FLOPs), "fft2" (the formula, 2x)
             "rope": "3d",
             "rope_theta": 10_000.0,
             "qk_norm": True,

@@ -182,7 +182,7 @@ class MultiHeadAttention(nn.Module):
     num_heads: int
     head_dim: int
     spectral: bool = False
-    spectral_impl: str = "rfft"  # spectral.QKV_FFT2_IMPLS
+    spectral_impl: str = "hermitian"  # spectral.QKV_FFT2_IMPLS
     qk_norm: bool = True
     zero_init_out: bool = False
     query_chunk: int = 0  # > 0: `over_query_chunks` (memory O(chunk x keys) instead of O(L x keys))

@@ -429,19 +429,29 @@ class PatchUpsample(nn.Module):
         return depth_to_space(y, p)
 
 
-def over_query_chunks(fn: Callable[[jax.Array], jax.Array], q_blhd: jax.Array, chunk: int) -> jax.Array:
+def over_query_chunks(fn: Callable[[Any], Any], q: Any, chunk: int, axis: int = 1) -> Any:
     """fn(q) computed `chunk` query rows at a time (zero-padded to a multiple), each chunk rematerialised in
     the backward pass: only one chunk's (chunk x keys) logits exist at once instead of the whole L x S map.
-    `fn` maps (B, rows, H, Dh) queries to (B, rows, H, Dv) outputs row by row (attention does); chunk 0 or
-    >= L calls it once."""
-    batch, rows = q_blhd.shape[:2]
+    `q` is an array or a tuple of arrays with the query rows on `axis` ((B, rows, H, Dh) by default); `fn`
+    maps it to outputs (an array or tuple) with the rows on the same axis, row by row (attention does);
+    chunk 0 or >= L calls it once."""
+    leaf = jax.tree.leaves(q)[0]
+    axis %= leaf.ndim
+    rows = leaf.shape[axis]
     if not chunk or rows <= chunk:
-        return fn(q_blhd)
+        return fn(q)
     pad = -rows % chunk
-    q = jnp.pad(q_blhd, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    q_nbchd = q.reshape(batch, -1, chunk, *q.shape[2:]).swapaxes(0, 1)
-    out = jax.lax.map(jax.checkpoint(fn), q_nbchd)
-    return out.swapaxes(0, 1).reshape(batch, rows + pad, *out.shape[3:])[:, :rows]
+
+    def split(x):  # (.., rows, ..) -> (n, .., chunk, ..)
+        x = jnp.pad(x, [(0, pad if a == axis else 0) for a in range(x.ndim)])
+        return jnp.moveaxis(x.reshape(*x.shape[:axis], -1, chunk, *x.shape[axis + 1 :]), axis, 0)
+
+    def merge(y):  # (n, .., chunk, ..) -> (.., rows, ..)
+        y = jnp.moveaxis(y, 0, axis)
+        y = y.reshape(*y.shape[:axis], -1, *y.shape[axis + 2 :])
+        return jax.lax.slice_in_dim(y, 0, rows, axis=axis)
+
+    return jax.tree.map(merge, jax.lax.map(jax.checkpoint(fn), jax.tree.map(split, q)))
 
 
 # ------------------------------------------------------------------------------------------------------------
