@@ -39,12 +39,8 @@ TUNABLES = {
     "reuse": "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776",
     "hugepages": "glibc.malloc.hugetlb=1",
 }
-_OURS = (
-    "glibc.malloc.arena_max=",
-    "glibc.malloc.mmap_max=",
-    "glibc.malloc.trim_threshold=",
-    "glibc.malloc.hugetlb=",
-)
+# The tunables' names ("glibc.malloc.arena_max=", ...): a GLIBC_TUNABLES that sets any of them is left alone.
+_OURS = tuple(sorted({t.split("=")[0] + "=" for value in TUNABLES.values() for t in value.split(":")}))
 
 _THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 # Device files of a TPU VM (/dev/accel* on v2-v5e, /dev/vfio/* on v5p and v6e) or of an NVIDIA GPU.

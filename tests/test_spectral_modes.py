@@ -1,5 +1,7 @@
 """Spectral mixing variants against direct numpy references, bf16, and the shard_map path on 8 devices."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,7 +74,7 @@ def test_qkv_fft2_matches_direct_dft_reference():
 
 
 @pytest.mark.parametrize("queries,keys", [(8, 8), (7, 9), (6, 5)])
-def test_qkv_fft2_impls_have_the_literal_formulas_gradients(queries, keys):
+def test_qkv_fft2_impls_have_the_literal_formulas_gradients(queries, keys, monkeypatch):
     # "hermitian" has its backward pass written out (half-spectrum maps); "fft2" is the formula under autodiff.
     # Even and odd key counts differ in the mirrored keys (an even spectrum's Nyquist key has no mirror).
     rng = np.random.default_rng(queries * keys)
@@ -88,8 +90,22 @@ def test_qkv_fft2_impls_have_the_literal_formulas_gradients(queries, keys):
         return jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
 
     want_loss, want = grads("fft2")
-    for impl, chunk in (("rfft", 0), ("hermitian", 0), ("hermitian", 3)):
+    # A map past ROW_BLOCK_MAP_BYTES is built in blocks of query rows, the last block overlapping the one before.
+    row_block = spectral.ROW_BLOCK_MAP_BYTES
+    one_row = 2 * 3 * (keys // 2 + 1) * 4  # (batch, heads, 1 row, rfft keys) float32
+    for impl, chunk, block in (
+        ("rfft", 0, row_block),
+        ("hermitian", 0, row_block),
+        ("hermitian", 3, row_block),
+        ("hermitian", 0, 2 * one_row),
+        ("hermitian", 0, one_row),
+    ):
+        monkeypatch.setattr(spectral, "ROW_BLOCK_MAP_BYTES", block)
         got_loss, got = grads(impl, chunk)
+        forward = functools.partial(spectral.qkv_fft2_attention, impl=impl)
+        jaxpr = str(jax.make_jaxpr(forward)(q, k, v))
+        looped = "scan[" in jaxpr or "while[" in jaxpr
+        assert looped == (block < row_block), (impl, block)
         np.testing.assert_allclose(float(got_loss), float(want_loss), atol=2e-5, err_msg=impl)
         for g, g_want in zip(got, want, strict=True):
             np.testing.assert_allclose(

@@ -167,39 +167,115 @@ def _to_keys(m, x):  # (.., h, q, k) x (.., h, d, q) -> (.., h, d, k)
     return jnp.einsum("...hqk,...hdq->...hdk", m.astype(x.dtype), x, preferred_element_type=jnp.float32)
 
 
+# Past this many bytes of one (heads, query rows, keys) map, the core's temporary maps (logits, exponentials, the
+# backward's gradient maps) are built a block of query rows at a time in a loop, so only one block's exist at
+# once beside the two kept maps (at 16k tokens a whole map is 1.1 GB and a step would hold seven).
+ROW_BLOCK_MAP_BYTES = 1 << 28
+
+
+def _rows_per_pass(num_rows: int, map_bytes: int) -> int:
+    return min(num_rows, max(1, ROW_BLOCK_MAP_BYTES * num_rows // max(map_bytes, 1)))
+
+
 def _hermitian_softmax_fwd(qr, qi, kr, ki, vr, vi, keys, scale):
-    a, b = _to_map(qr, kr), _to_map(qi, ki)
     key = jnp.arange(kr.shape[-1])
     mirrored = (key >= 1) & (key <= keys - kr.shape[-1])
-    pos = (a + b) * scale
-    neg = jnp.where(mirrored, (a - b) * scale, -jnp.inf)
-    row_max = jnp.maximum(jnp.max(pos, axis=-1, keepdims=True), jnp.max(neg, axis=-1, keepdims=True))
-    exp_pos, exp_neg = jnp.exp(pos - row_max), jnp.exp(neg - row_max)
-    inv_sum_h1q = (1.0 / (jnp.sum(exp_pos, -1) + jnp.sum(exp_neg, -1)))[..., None, :]
-    out_r = _to_queries(exp_pos + exp_neg, vr) * inv_sum_h1q
-    out_i = _to_queries(exp_pos - exp_neg, vi) * inv_sum_h1q
-    return (out_r, out_i), (qr, qi, kr, ki, vr, vi, exp_pos, exp_neg, inv_sum_h1q, out_r, out_i)
+
+    def rows(
+        qr, qi
+    ):  # (.., h, d, q) -> out_r, out_i (.., h, d, q); probs_r, probs_i (.., h, q, k); (.., h, 1, q)
+        a, b = _to_map(qr, kr), _to_map(qi, ki)
+        pos = (a + b) * scale
+        neg = jnp.where(mirrored, (a - b) * scale, -jnp.inf)
+        row_max = jnp.maximum(jnp.max(pos, axis=-1, keepdims=True), jnp.max(neg, axis=-1, keepdims=True))
+        exp_pos, exp_neg = jnp.exp(pos - row_max), jnp.exp(neg - row_max)
+        # Unnormalised P₊ ± P₋: the two maps the output's matmuls take, and all the backward pass needs of them.
+        probs_r, probs_i = exp_pos + exp_neg, exp_pos - exp_neg
+        inv_sum_h1q = (1.0 / jnp.sum(probs_r, axis=-1))[..., None, :]
+        out_r = _to_queries(probs_r, vr) * inv_sum_h1q
+        out_i = _to_queries(probs_i, vi) * inv_sum_h1q
+        return out_r, out_i, probs_r, probs_i, inv_sum_h1q
+
+    num_rows = qr.shape[-1]
+    per_pass = _rows_per_pass(num_rows, qr.size // qr.shape[-2] * kr.shape[-1] * 4)
+    if per_pass == num_rows:
+        out_r, out_i, probs_r, probs_i, inv_sum_h1q = rows(qr, qi)
+    else:  # the last block ends at the last row: rows it repeats are computed again, to the same values
+        shapes = jax.eval_shape(rows, qr[..., :per_pass], qi[..., :per_pass])
+        axes = (-1, -1, -2, -2, -1)  # where each output keeps its query rows
+
+        def one_pass(i, outs):
+            start = jnp.minimum(i * per_pass, num_rows - per_pass)
+            block = rows(
+                *(jax.lax.dynamic_slice_in_dim(x, start, per_pass, axis=x.ndim - 1) for x in (qr, qi))
+            )
+            return tuple(
+                jax.lax.dynamic_update_slice_in_dim(out, new, start, axis=out.ndim + axis)
+                for out, new, axis in zip(outs, block, axes, strict=True)
+            )
+
+        def full(shape, axis):
+            dims = list(shape.shape)
+            dims[axis] = num_rows
+            return jnp.zeros(dims, shape.dtype)
+
+        init = tuple(full(shape, axis) for shape, axis in zip(shapes, axes, strict=True))
+        passes = -(-num_rows // per_pass)
+        out_r, out_i, probs_r, probs_i, inv_sum_h1q = jax.lax.fori_loop(0, passes, one_pass, init)
+    return (out_r, out_i), (qr, qi, kr, ki, vr, vi, probs_r, probs_i, inv_sum_h1q, out_r, out_i)
 
 
 def _hermitian_softmax_bwd(keys, scale, residuals, g_out):
-    del keys  # the mirrored keys' mask lives in exp_neg's zeros
-    qr, qi, kr, ki, vr, vi, exp_pos, exp_neg, inv_sum_h1q, out_r, out_i = residuals
-    g_r, g_i = (g * inv_sum_h1q for g in g_out)  # fold 1/sum into the (d, q) side
-    g_vr, g_vi = _to_keys(exp_pos + exp_neg, g_r), _to_keys(exp_pos - exp_neg, g_i)
-    g_map_r, g_map_i = _to_map(g_r, vr.astype(jnp.float32)), _to_map(g_i, vi.astype(jnp.float32))
-    row_term = jnp.sum(g_r * out_r + g_i * out_i, axis=-2)[..., None]  # rowsum(dO ∘ O) / sum, (.., h, q, 1)
-    g_pos = exp_pos * (g_map_r + g_map_i - row_term)
-    g_neg = exp_neg * (g_map_r - g_map_i - row_term)
-    g_a, g_b = (g_pos + g_neg) * scale, (g_pos - g_neg) * scale
+    del keys  # the mirrored keys' mask lives in probs_r - probs_i (exp_neg, zero there)
+    qr, qi, kr, ki, vr, vi, probs_r, probs_i, inv_sum_h1q, out_r, out_i = residuals
     f32 = jnp.float32
-    grads = (
-        _to_queries(g_a, kr.astype(f32)),
-        _to_queries(g_b, ki.astype(f32)),
-        _to_keys(g_a, qr.astype(f32)),
-        _to_keys(g_b, qi.astype(f32)),
-        g_vr,
-        g_vi,
-    )
+    kr32, ki32, vr32, vi32 = (x.astype(f32) for x in (kr, ki, vr, vi))
+    g_r, g_i = (g * inv_sum_h1q for g in g_out)  # fold 1/sum into the (d, q) side
+    row_term = jnp.sum(g_r * out_r + g_i * out_i, axis=-2)[..., None]  # rowsum(dO ∘ O) / sum, (.., h, q, 1)
+
+    def rows(qr, qi, g_r, g_i, probs_r, probs_i, row_term):  # q-side arrays (.., h, d, q), maps (.., h, q, k)
+        g_map_r, g_map_i = _to_map(g_r, vr32), _to_map(g_i, vi32)
+        # With exp_pos, exp_neg = (probs_r ± probs_i)/2, the logits' gradients exp_pos·(g_map_r + g_map_i - row)
+        # and exp_neg·(g_map_r - g_map_i - row), summed and subtracted for a and b, are:
+        shifted = g_map_r - row_term
+        g_a = (probs_r * shifted + probs_i * g_map_i) * scale
+        g_b = (probs_i * shifted + probs_r * g_map_i) * scale
+        g_q = (_to_queries(g_a, kr32), _to_queries(g_b, ki32))
+        g_kv = (_to_keys(g_a, qr.astype(f32)), _to_keys(g_b, qi.astype(f32)))
+        return g_q, g_kv + (_to_keys(probs_r, g_r), _to_keys(probs_i, g_i))
+
+    num_rows = qr.shape[-1]
+    per_pass = _rows_per_pass(num_rows, probs_r.size * 4)
+    if per_pass == num_rows:
+        (g_qr, g_qi), g_kv = rows(qr, qi, g_r, g_i, probs_r, probs_i, row_term)
+    else:  # a loop, so one pass's maps exist at a time; the last pass ends at the last row, its repeats masked
+        g_q_zeros = tuple(jnp.zeros(x.shape, f32) for x in (qr, qi))
+        g_kv_zeros = tuple(jnp.zeros(x.shape, f32) for x in (kr, ki, vr, vi))
+
+        def one_pass(i, carry):
+            g_q, g_kv = carry
+            start = jnp.minimum(i * per_pass, num_rows - per_pass)
+            fresh = start + jnp.arange(per_pass) >= i * per_pass  # rows no earlier pass took
+
+            def take(x, axis):
+                return jax.lax.dynamic_slice_in_dim(x, start, per_pass, axis=x.ndim + axis)
+
+            g_r_rows, g_i_rows = (jnp.where(fresh, take(x, -1), 0.0) for x in (g_r, g_i))
+            row_rows = jnp.where(fresh[:, None], take(row_term, -2), 0.0)
+            g_q_rows, part = rows(
+                take(qr, -1), take(qi, -1), g_r_rows, g_i_rows, take(probs_r, -2), take(probs_i, -2), row_rows
+            )
+            g_q = tuple(
+                jax.lax.dynamic_update_slice_in_dim(
+                    x, jnp.where(fresh, new, take(x, -1)), start, axis=x.ndim - 1
+                )
+                for x, new in zip(g_q, g_q_rows, strict=True)
+            )
+            return g_q, tuple(x + y for x, y in zip(g_kv, part, strict=True))
+
+        passes = -(-num_rows // per_pass)
+        (g_qr, g_qi), g_kv = jax.lax.fori_loop(0, passes, one_pass, (g_q_zeros, g_kv_zeros))
+    grads = (g_qr, g_qi, *g_kv)
     return tuple(g.astype(x.dtype) for g, x in zip(grads, (qr, qi, kr, ki, vr, vi), strict=True))
 
 
