@@ -106,6 +106,9 @@ def test_qkv_fft2_impls_have_the_literal_formulas_gradients(queries, keys, monke
         jaxpr = str(jax.make_jaxpr(forward)(q, k, v))
         looped = "scan[" in jaxpr or "while[" in jaxpr
         assert looped == (block < row_block), (impl, block)
+        with spectral.whole_maps():  # how FLOPs are counted: the same step with no loop (a fresh trace)
+            whole = functools.partial(spectral.qkv_fft2_attention, impl=impl)
+            assert "scan[" not in str(jax.make_jaxpr(whole)(q, k, v))
         np.testing.assert_allclose(float(got_loss), float(want_loss), atol=2e-5, err_msg=impl)
         for g, g_want in zip(got, want, strict=True):
             np.testing.assert_allclose(

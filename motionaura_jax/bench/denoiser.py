@@ -107,6 +107,7 @@ def _ours(mode: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[
     import jax.numpy as jnp
 
     from motionaura_jax.configs.t2v import denoiser_config
+    from motionaura_jax.models import spectral
     from motionaura_jax.models.denoiser import SpectralDenoiser
     from motionaura_jax.parallel.sharding import unbox
 
@@ -155,15 +156,17 @@ def _ours(mode: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple[
     params = jax.tree.map(lambda p: p + 0.01, params)  # zero-init gates carry a real gradient
     compiled = step.lower(params).compile()
     flops = flops_of(compiled)
-    if bench.scan_layers or bench.attention_chunk:
-        # XLA counts a while loop's body once (the block scan, the attention's chunk loop): the FLOPs are those of
-        # the same step unrolled and unchunked (compiled, not run; the chunks' recomputation not counted).
+    if bench.scan_layers or bench.attention_chunk or " while(" in compiled.as_text():
+        # XLA counts a while loop's body once (the block scan, the attention's chunk loop, the qkv_fft2 core's
+        # row blocks on a CPU): the FLOPs are those of the same step unrolled, unchunked, its maps whole
+        # (compiled, not run; the chunks' recomputation not counted).
         unrolled = cfg.copy_and_resolve_references()
         unrolled.scan_layers = False
         unrolled.attention_chunk = 0
         twin, twin_step = step_of(unrolled)
         shapes = unbox(jax.eval_shape(twin.init, jax.random.key(0), *inputs)["params"])
-        flops = flops_of(twin_step.lower(shapes).compile())
+        with spectral.whole_maps():
+            flops = flops_of(twin_step.lower(shapes).compile())
     return lambda: jax.block_until_ready(compiled(params)), flops
 
 

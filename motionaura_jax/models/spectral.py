@@ -29,8 +29,10 @@ block runs under `jax.shard_map` with its FFT axes local: only batch axes and ax
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -134,7 +136,10 @@ def _qkv_fft2_hermitian(q32, k32, v32, dtype: jnp.dtype, query_chunk: int = 0) -
     def rows(q_parts):  # a batch of one runs without its batch axis (`layers.over_unit_batch`)
         unit = qr.shape[0] == 1
         args = [x[0] if unit else x for x in (*q_parts, kr, ki, vr, vi)]
-        out = _hermitian_softmax(*args, keys, 1.0 / math.sqrt(head_dim))
+        num_rows, half = args[0].shape[-1], args[2].shape[-1]
+        # Static, so a trace under `whole_maps` is not a cached one that has the loop.
+        per_pass = _rows_per_pass(num_rows, args[0].size // head_dim * half * 4)
+        out = _hermitian_softmax(*args, keys, 1.0 / math.sqrt(head_dim), per_pass)
         return tuple(x[None] for x in out) if unit else out
 
     out_r, out_i = over_query_chunks(rows, (qr, qi), query_chunk, axis=-1)
@@ -142,8 +147,8 @@ def _qkv_fft2_hermitian(q32, k32, v32, dtype: jnp.dtype, query_chunk: int = 0) -
     return jnp.transpose(out_bhdl, (0, 3, 1, 2)).astype(dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def _hermitian_softmax(qr, qi, kr, ki, vr, vi, keys: int, scale: float):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _hermitian_softmax(qr, qi, kr, ki, vr, vi, keys: int, scale: float, per_pass: int):
     """The qkv_fft2 core from half the key and value spectrum ("...hdq" in, float32 (out_r, out_i) out).
 
     k and v are real, so k̂[-j] = conj(k̂[j]) and v̂[-j] = conj(v̂[j]): with a = q̂rᵀ·k̂r and b = q̂iᵀ·k̂i over the
@@ -152,7 +157,7 @@ def _hermitian_softmax(qr, qi, kr, ki, vr, vi, keys: int, scale: float):
     P± the probabilities of the two halves under one softmax. Every matmul is (rows x half x Dh) where plain
     attention's is (rows x keys x Dh): half the FLOPs, the same operator (and the backward, written out
     below in FlashAttention's form, likewise)."""
-    return _hermitian_softmax_fwd(qr, qi, kr, ki, vr, vi, keys, scale)[0]
+    return _hermitian_softmax_fwd(qr, qi, kr, ki, vr, vi, keys, scale, per_pass)[0]
 
 
 def _to_map(x, y):  # (.., h, d, q) x (.., h, d, k) -> (.., h, q, k)
@@ -167,67 +172,96 @@ def _to_keys(m, x):  # (.., h, q, k) x (.., h, d, q) -> (.., h, d, k)
     return jnp.einsum("...hqk,...hdq->...hdk", m.astype(x.dtype), x, preferred_element_type=jnp.float32)
 
 
-# Past this many bytes of one (heads, query rows, keys) map, the core's temporary maps (logits, exponentials, the
-# backward's gradient maps) are built a block of query rows at a time in a loop, so only one block's exist at
-# once beside the two kept maps (at 16k tokens a whole map is 1.1 GB and a step would hold seven).
+# On a CPU backend, past this many bytes of one (heads, query rows, keys) map, the core runs a block of query rows
+# at a time in a loop and keeps no map for the backward pass, which recomputes each block's probabilities from
+# the rows' maxima (FlashAttention's way, 2 more of the 12 map-sized matmuls): at 16k tokens a map is 1.1 GB and
+# whole maps took 8.9 GB of XLA temporaries. Elsewhere (and for counting FLOPs, `whole_maps`) the maps are built
+# whole, as `motionaura compile`'s memory reports assume; `attention_chunk` is the knob for memory there.
 ROW_BLOCK_MAP_BYTES = 1 << 28
 
 
+@contextlib.contextmanager
+def whole_maps():
+    """Within it the qkv_fft2 core builds its maps whole on every backend: XLA's cost analysis counts a loop's
+    body once, so FLOPs are counted on a step traced in here."""
+    global ROW_BLOCK_MAP_BYTES
+    saved, ROW_BLOCK_MAP_BYTES = ROW_BLOCK_MAP_BYTES, 1 << 62
+    try:
+        yield
+    finally:
+        ROW_BLOCK_MAP_BYTES = saved
+
+
 def _rows_per_pass(num_rows: int, map_bytes: int) -> int:
+    if jax.default_backend() != "cpu":
+        return num_rows
     return min(num_rows, max(1, ROW_BLOCK_MAP_BYTES * num_rows // max(map_bytes, 1)))
 
 
-def _hermitian_softmax_fwd(qr, qi, kr, ki, vr, vi, keys, scale):
+def _row_blocks(fn: Callable, per_pass: int, num_rows: int, init: tuple) -> tuple:
+    """fori_loop of fn(start, fresh, carry) -> carry over blocks of `per_pass` query rows; the last block ends at
+    the last row, `fresh` marks its rows that no earlier block took."""
+
+    def one_pass(i, carry):
+        start = jnp.minimum(i * per_pass, num_rows - per_pass)
+        return fn(start, start + jnp.arange(per_pass) >= i * per_pass, carry)
+
+    return jax.lax.fori_loop(0, -(-num_rows // per_pass), one_pass, init)
+
+
+def _take_rows(x: jax.Array, start: jax.Array, size: int, axis: int) -> jax.Array:
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis=x.ndim + axis)
+
+
+def _put_rows(x: jax.Array, rows: jax.Array, start: jax.Array, axis: int) -> jax.Array:
+    return jax.lax.dynamic_update_slice_in_dim(x, rows, start, axis=x.ndim + axis)
+
+
+def _hermitian_probs(qr, qi, kr, ki, keys, scale, row_max_hq1=None):
+    """Unnormalised P₊ ± P₋ (the two maps the output's matmuls take) and the rows' maxima (given: recomputed)."""
+    a, b = _to_map(qr, kr), _to_map(qi, ki)
     key = jnp.arange(kr.shape[-1])
     mirrored = (key >= 1) & (key <= keys - kr.shape[-1])
+    pos = (a + b) * scale
+    neg = jnp.where(mirrored, (a - b) * scale, -jnp.inf)
+    if row_max_hq1 is None:
+        row_max_hq1 = jnp.maximum(jnp.max(pos, axis=-1, keepdims=True), jnp.max(neg, axis=-1, keepdims=True))
+    exp_pos, exp_neg = jnp.exp(pos - row_max_hq1), jnp.exp(neg - row_max_hq1)
+    return exp_pos + exp_neg, exp_pos - exp_neg, row_max_hq1
 
-    def rows(
-        qr, qi
-    ):  # (.., h, d, q) -> out_r, out_i (.., h, d, q); probs_r, probs_i (.., h, q, k); (.., h, 1, q)
-        a, b = _to_map(qr, kr), _to_map(qi, ki)
-        pos = (a + b) * scale
-        neg = jnp.where(mirrored, (a - b) * scale, -jnp.inf)
-        row_max = jnp.maximum(jnp.max(pos, axis=-1, keepdims=True), jnp.max(neg, axis=-1, keepdims=True))
-        exp_pos, exp_neg = jnp.exp(pos - row_max), jnp.exp(neg - row_max)
-        # Unnormalised P₊ ± P₋: the two maps the output's matmuls take, and all the backward pass needs of them.
-        probs_r, probs_i = exp_pos + exp_neg, exp_pos - exp_neg
+
+def _hermitian_softmax_fwd(qr, qi, kr, ki, vr, vi, keys, scale, per_pass):
+    num_rows = qr.shape[-1]
+
+    def rows(qr, qi):  # (.., h, d, q) query rows
+        probs_r, probs_i, row_max_hq1 = _hermitian_probs(qr, qi, kr, ki, keys, scale)
         inv_sum_h1q = (1.0 / jnp.sum(probs_r, axis=-1))[..., None, :]
         out_r = _to_queries(probs_r, vr) * inv_sum_h1q
         out_i = _to_queries(probs_i, vi) * inv_sum_h1q
-        return out_r, out_i, probs_r, probs_i, inv_sum_h1q
+        return out_r, out_i, probs_r, probs_i, row_max_hq1, inv_sum_h1q
 
-    num_rows = qr.shape[-1]
-    per_pass = _rows_per_pass(num_rows, qr.size // qr.shape[-2] * kr.shape[-1] * 4)
     if per_pass == num_rows:
-        out_r, out_i, probs_r, probs_i, inv_sum_h1q = rows(qr, qi)
-    else:  # the last block ends at the last row: rows it repeats are computed again, to the same values
-        shapes = jax.eval_shape(rows, qr[..., :per_pass], qi[..., :per_pass])
-        axes = (-1, -1, -2, -2, -1)  # where each output keeps its query rows
+        out_r, out_i, probs_r, probs_i, _, inv_sum_h1q = rows(qr, qi)
+        return (out_r, out_i), (qr, qi, kr, ki, vr, vi, (probs_r, probs_i), inv_sum_h1q, out_r, out_i)
 
-        def one_pass(i, outs):
-            start = jnp.minimum(i * per_pass, num_rows - per_pass)
-            block = rows(
-                *(jax.lax.dynamic_slice_in_dim(x, start, per_pass, axis=x.ndim - 1) for x in (qr, qi))
-            )
-            return tuple(
-                jax.lax.dynamic_update_slice_in_dim(out, new, start, axis=out.ndim + axis)
-                for out, new, axis in zip(outs, block, axes, strict=True)
-            )
+    def block(start, fresh, outs):  # a repeated row is computed again, to the same values
+        del fresh
+        out_r, out_i, _, _, row_max_hq1, inv_sum_h1q = rows(
+            *(_take_rows(x, start, per_pass, -1) for x in (qr, qi))
+        )
+        new = (out_r, out_i, row_max_hq1, inv_sum_h1q)
+        return tuple(
+            _put_rows(x, y, start, axis) for x, y, axis in zip(outs, new, (-1, -1, -2, -1), strict=True)
+        )
 
-        def full(shape, axis):
-            dims = list(shape.shape)
-            dims[axis] = num_rows
-            return jnp.zeros(dims, shape.dtype)
-
-        init = tuple(full(shape, axis) for shape, axis in zip(shapes, axes, strict=True))
-        passes = -(-num_rows // per_pass)
-        out_r, out_i, probs_r, probs_i, inv_sum_h1q = jax.lax.fori_loop(0, passes, one_pass, init)
-    return (out_r, out_i), (qr, qi, kr, ki, vr, vi, probs_r, probs_i, inv_sum_h1q, out_r, out_i)
+    shapes = (qr.shape, qi.shape, (*qr.shape[:-2], num_rows, 1), (*qr.shape[:-2], 1, num_rows))
+    init = tuple(jnp.zeros(shape, jnp.float32) for shape in shapes)
+    out_r, out_i, row_max_hq1, inv_sum_h1q = _row_blocks(block, per_pass, num_rows, init)
+    return (out_r, out_i), (qr, qi, kr, ki, vr, vi, row_max_hq1, inv_sum_h1q, out_r, out_i)
 
 
-def _hermitian_softmax_bwd(keys, scale, residuals, g_out):
-    del keys  # the mirrored keys' mask lives in probs_r - probs_i (exp_neg, zero there)
-    qr, qi, kr, ki, vr, vi, probs_r, probs_i, inv_sum_h1q, out_r, out_i = residuals
+def _hermitian_softmax_bwd(keys, scale, per_pass, residuals, g_out):
+    qr, qi, kr, ki, vr, vi, kept, inv_sum_h1q, out_r, out_i = residuals
     f32 = jnp.float32
     kr32, ki32, vr32, vi32 = (x.astype(f32) for x in (kr, ki, vr, vi))
     g_r, g_i = (g * inv_sum_h1q for g in g_out)  # fold 1/sum into the (d, q) side
@@ -244,39 +278,33 @@ def _hermitian_softmax_bwd(keys, scale, residuals, g_out):
         g_kv = (_to_keys(g_a, qr.astype(f32)), _to_keys(g_b, qi.astype(f32)))
         return g_q, g_kv + (_to_keys(probs_r, g_r), _to_keys(probs_i, g_i))
 
-    num_rows = qr.shape[-1]
-    per_pass = _rows_per_pass(num_rows, probs_r.size * 4)
-    if per_pass == num_rows:
-        (g_qr, g_qi), g_kv = rows(qr, qi, g_r, g_i, probs_r, probs_i, row_term)
-    else:  # a loop, so one pass's maps exist at a time; the last pass ends at the last row, its repeats masked
-        g_q_zeros = tuple(jnp.zeros(x.shape, f32) for x in (qr, qi))
-        g_kv_zeros = tuple(jnp.zeros(x.shape, f32) for x in (kr, ki, vr, vi))
+    if per_pass == qr.shape[-1]:
+        (g_qr, g_qi), g_kv = rows(qr, qi, g_r, g_i, *kept, row_term)
+        return _hermitian_grads(g_qr, g_qi, g_kv, (qr, qi, kr, ki, vr, vi))
 
-        def one_pass(i, carry):
-            g_q, g_kv = carry
-            start = jnp.minimum(i * per_pass, num_rows - per_pass)
-            fresh = start + jnp.arange(per_pass) >= i * per_pass  # rows no earlier pass took
+    def block(start, fresh, carry):  # the repeated rows of the last block add nothing
+        g_q, g_kv = carry
+        q_rows = [_take_rows(x, start, per_pass, -1) for x in (qr, qi)]
+        probs = _hermitian_probs(*q_rows, kr, ki, keys, scale, _take_rows(kept, start, per_pass, -2))[:2]
+        g_rows = [jnp.where(fresh, _take_rows(x, start, per_pass, -1), 0.0) for x in (g_r, g_i)]
+        row_rows = jnp.where(fresh[:, None], _take_rows(row_term, start, per_pass, -2), 0.0)
+        g_q_rows, part = rows(*q_rows, *g_rows, *probs, row_rows)
+        g_q = tuple(
+            _put_rows(x, jnp.where(fresh, new, _take_rows(x, start, per_pass, -1)), start, -1)
+            for x, new in zip(g_q, g_q_rows, strict=True)
+        )
+        return g_q, tuple(x + y for x, y in zip(g_kv, part, strict=True))
 
-            def take(x, axis):
-                return jax.lax.dynamic_slice_in_dim(x, start, per_pass, axis=x.ndim + axis)
+    zeros = (
+        tuple(jnp.zeros(x.shape, f32) for x in (qr, qi)),
+        tuple(jnp.zeros(x.shape, f32) for x in (kr, ki, vr, vi)),
+    )
+    (g_qr, g_qi), g_kv = _row_blocks(block, per_pass, qr.shape[-1], zeros)
+    return _hermitian_grads(g_qr, g_qi, g_kv, (qr, qi, kr, ki, vr, vi))
 
-            g_r_rows, g_i_rows = (jnp.where(fresh, take(x, -1), 0.0) for x in (g_r, g_i))
-            row_rows = jnp.where(fresh[:, None], take(row_term, -2), 0.0)
-            g_q_rows, part = rows(
-                take(qr, -1), take(qi, -1), g_r_rows, g_i_rows, take(probs_r, -2), take(probs_i, -2), row_rows
-            )
-            g_q = tuple(
-                jax.lax.dynamic_update_slice_in_dim(
-                    x, jnp.where(fresh, new, take(x, -1)), start, axis=x.ndim - 1
-                )
-                for x, new in zip(g_q, g_q_rows, strict=True)
-            )
-            return g_q, tuple(x + y for x, y in zip(g_kv, part, strict=True))
 
-        passes = -(-num_rows // per_pass)
-        (g_qr, g_qi), g_kv = jax.lax.fori_loop(0, passes, one_pass, (g_q_zeros, g_kv_zeros))
-    grads = (g_qr, g_qi, *g_kv)
-    return tuple(g.astype(x.dtype) for g, x in zip(grads, (qr, qi, kr, ki, vr, vi), strict=True))
+def _hermitian_grads(g_qr, g_qi, g_kv, primals):
+    return tuple(g.astype(x.dtype) for g, x in zip((g_qr, g_qi, *g_kv), primals, strict=True))
 
 
 _hermitian_softmax.defvjp(_hermitian_softmax_fwd, _hermitian_softmax_bwd)
