@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from motionaura_jax.models import spectral
 from motionaura_jax.parallel import mesh as mesh_lib
 from motionaura_jax.parallel import sharding as sharding_lib
 from motionaura_jax.train import loop
@@ -246,7 +247,10 @@ def _compile_step(config: ml_collections.ConfigDict, mesh: Mesh) -> tuple[Any, l
     }
     step = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, PartitionSpec()))
     jitted = loop.jit_train_step(setup, {k: v.sharding for k, v in batch.items()})
-    with sharding_lib.use_mesh(mesh, setup.rules):
+    with (
+        sharding_lib.use_mesh(mesh, setup.rules),
+        spectral.whole_maps(),
+    ):  # the target's maps, not this host's
         compiled = _compile(jitted.lower(setup.abstract_state, batch, step), setup)
     return compiled, setup
 
@@ -396,7 +400,7 @@ def compile_sample(
         field((batch_size,), jnp.float32),
     )
     start = time.perf_counter()
-    with sharding_lib.use_mesh(mesh, setup.rules):
+    with sharding_lib.use_mesh(mesh, setup.rules), spectral.whole_maps():
         compiled = jax.jit(run).lower(*args).compile()
     compile_s = time.perf_counter() - start
     # The sampler is a fori_loop: XLA counts its body (one denoising step) once, and the FLOPs of the loop's
@@ -452,7 +456,7 @@ def _forward_flops(config: ml_collections.ConfigDict, mesh: Mesh, setup: loop.Se
             )
         ]
         fwd = jax.jit(lambda p, *a: model.apply({"params": p}, *a))
-        with sharding_lib.use_mesh(mesh, setup.rules):
+        with sharding_lib.use_mesh(mesh, setup.rules), spectral.whole_maps():
             return float(_cost(fwd.lower(params, *inputs).compile()).get("flops", 0.0))
 
     depth = int(config.model.depth)
