@@ -79,7 +79,54 @@ def dense(
         param_dtype=jnp.float32,
         kernel_init=partitioned(kernel_init, names),
         bias_init=partitioned(nn.initializers.zeros, (names[1],)),
+        dot_general=dense_dot_general,
     )
+
+
+def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None) -> jax.Array:
+    """`lax.dot_general` for `dense` (x (..., Din) · W (Din, Dout)) whose kernel gradient, on a CPU, is taken as
+    (gᵀ·x)ᵀ when Din > Dout: XLA:CPU runs the (Din x Dout) = xᵀ·g product over tokens in its generic dot at
+    2/3 the speed of the (Dout x Din) form (the FFN's output layer; its forward + backward at 1k tokens 42 ->
+    27 ms). The same values; other platforms get autodiff's form."""
+    if (
+        rhs.ndim != 2
+        or tuple(map(tuple, dimension_numbers[0])) != ((lhs.ndim - 1,), (0,))
+        or dimension_numbers[1] != ((), ())
+    ):
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+    return _dense_matmul(lhs, rhs, precision, preferred_element_type)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dense_matmul(x, w, precision, preferred_element_type):
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision, preferred_element_type)
+
+
+def _dense_matmul_fwd(x, w, precision, preferred_element_type):
+    return _dense_matmul(x, w, precision, preferred_element_type), (x, w)
+
+
+def _dense_matmul_bwd(precision, preferred_element_type, residuals, g):
+    del preferred_element_type
+    x, w = residuals
+    g_x = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())), precision)
+    x_nd, g_ne = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]).astype(x.dtype)
+    over_rows = (((0,), (0,)), ((), ()))
+
+    def swapped(x_nd, g_ne):  # the barrier keeps XLA from turning (gᵀx)ᵀ back into xᵀg
+        return jax.lax.optimization_barrier(jax.lax.dot_general(g_ne, x_nd, over_rows, precision)).T
+
+    def direct(x_nd, g_ne):
+        return jax.lax.dot_general(x_nd, g_ne, over_rows, precision)
+
+    if w.shape[0] > w.shape[1]:
+        g_w = jax.lax.platform_dependent(x_nd, g_ne, cpu=swapped, default=direct)
+    else:
+        g_w = direct(x_nd, g_ne)
+    return g_x.astype(x.dtype), g_w.astype(w.dtype)
+
+
+_dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
 
 
 def layer_norm(name: str, *, affine: bool = True) -> nn.LayerNorm:
