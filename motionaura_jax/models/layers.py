@@ -182,10 +182,10 @@ def unit_batch_squeezed() -> Iterator[None]:
 def over_unit_batch(fn: Callable[..., jax.Array], *arrays: jax.Array | None) -> jax.Array:
     """fn(*arrays); for a batch of one, fn(*(x[0] ...))[None], for the reason of `unit_batch_squeezed` (attention
     maps: a (1, H, L, S) softmax and its backward run ~2x slower than (H, L, S)). `fn` must take its arrays with
-    or without their leading batch axis (einsums over "...")."""
+    or without their leading batch axis (einsums over "..."); it may return a tuple of arrays."""
     if arrays[0].shape[0] != 1:
         return fn(*arrays)
-    return fn(*(None if x is None else x[0] for x in arrays))[None]
+    return jax.tree.map(lambda y: y[None], fn(*(None if x is None else x[0] for x in arrays)))
 
 
 def with_unit_batch_squeezed(method: Callable) -> Callable:

@@ -133,14 +133,13 @@ def _qkv_fft2_hermitian(q32, k32, v32, dtype: jnp.dtype, query_chunk: int = 0) -
 
     (qr, qi), (kr, ki), (vr, vi) = spectrum(q32), spectrum(k32), spectrum(v32)
 
-    def rows(q_parts):  # a batch of one runs without its batch axis (`layers.over_unit_batch`)
-        unit = qr.shape[0] == 1
-        args = [x[0] if unit else x for x in (*q_parts, kr, ki, vr, vi)]
-        num_rows, half = args[0].shape[-1], args[2].shape[-1]
-        # Static, so a trace under `whole_maps` is not a cached one that has the loop.
-        per_pass = _rows_per_pass(num_rows, args[0].size // head_dim * half * 4)
-        out = _hermitian_softmax(*args, keys, 1.0 / math.sqrt(head_dim), per_pass)
-        return tuple(x[None] for x in out) if unit else out
+    def core(qr, qi, kr, ki, vr, vi):  # with or without the batch axis
+        # per_pass is static, so a trace under `whole_maps` is not a cached one that has the loop.
+        per_pass = _rows_per_pass(qr.shape[-1], qr.size // head_dim * kr.shape[-1] * 4)
+        return _hermitian_softmax(qr, qi, kr, ki, vr, vi, keys, 1.0 / math.sqrt(head_dim), per_pass)
+
+    def rows(q_parts):
+        return over_unit_batch(core, *q_parts, kr, ki, vr, vi)
 
     out_r, out_i = over_query_chunks(rows, (qr, qi), query_chunk, axis=-1)
     out_bhdl = jnp.fft.irfft(jax.lax.complex(out_r, out_i), n=length, axis=-1, norm="ortho")
