@@ -178,3 +178,54 @@ def test_softmax_attention_keeps_bfloat16_values_in_their_dtype():
         q, k, v
     )
     assert [x.dtype for x in grads] == [jnp.bfloat16] * 3
+
+
+@pytest.mark.parametrize("spectral", [False, True])
+def test_output_fold_equals_the_projected_output(spectral, monkeypatch):
+    """Cross-attention to a short text takes its output projection on the values (`fold_output`): the values
+    and gradients of projecting the output, the numpy formula, and the bias alone for an empty text."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 32, 64)).astype(np.float32)
+    ctx = rng.normal(size=(2, 3, 64)).astype(np.float32)
+    mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    assert attn.output_fold_pays(32, 3, 2, 32, 64)
+    assert not attn.output_fold_pays(5120, 226, 40, 64, 2560)  # paper scale: the output is projected
+    module = attn.MultiHeadAttention(num_heads=2, head_dim=32, spectral=spectral)
+    params = jax.tree.map(np.asarray, attn_params(module, x, ctx, mask))
+    params = jax.tree.map(lambda a: a + rng.normal(size=a.shape).astype(np.float32) * 0.1, params)
+    folds = []
+
+    def counted(v, out_proj):
+        folds.append(v.shape)
+        return fold_output(v, out_proj)
+
+    fold_output = attn.fold_output
+    monkeypatch.setattr(attn, "fold_output", counted)
+
+    def run(params, x, ctx, mask):
+        def loss(params, x, ctx):
+            out = module.apply({"params": params}, x, ctx, key_mask_bs=mask)
+            return jnp.sum(jnp.sin(out)), out
+
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, x, ctx)
+        return out, grads
+
+    folded = run(params, x, ctx, mask)
+    assert folds == [(2, 3, 2, 32)]
+    monkeypatch.setattr(attn, "output_fold_pays", lambda *args: False)
+    projected = run(params, x, ctx, mask)
+    assert len(folds) == 1
+    for got, want in zip(jax.tree.leaves(folded), jax.tree.leaves(projected), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)
+    if not spectral:
+        normed = attn.MultiHeadAttention(num_heads=2, head_dim=32, qk_norm=False)
+        plain = {k: v for k, v in params.items() if not k.endswith("_norm")}
+        monkeypatch.undo()
+        got = normed.apply({"params": plain}, x, ctx, key_mask_bs=mask)
+        want = np_attention(x, ctx, plain, 2, mask)
+        np.testing.assert_allclose(np.asarray(got), want, atol=2e-5, rtol=2e-5)
+    monkeypatch.undo()
+    empty = module.apply({"params": params}, x, ctx, key_mask_bs=np.zeros_like(mask))
+    np.testing.assert_allclose(
+        np.asarray(empty), np.broadcast_to(params["out"]["bias"], empty.shape), atol=1e-6
+    )

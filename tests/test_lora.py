@@ -217,6 +217,38 @@ def unsharded_run():
     return before, run_lora_training()
 
 
+def test_adapter_forward_through_a_folded_output_projection():
+    """Cross-attention to a short text projects its values instead of its output (`attention.fold_output`):
+    the adapter on `out` folds with it, so the adapter forward still equals the merged one."""
+    from motionaura_jax.models import attention as attn
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, 32, 64)), jnp.float32)
+    ctx = jnp.asarray(rng.normal(size=(2, 3, 64)), jnp.float32)
+    mask = jnp.asarray([[1, 1, 0], [1, 1, 1]], bool)
+    assert attn.output_fold_pays(32, 3, 2, 32, 64)
+    for spectral in (False, True):
+        module = attn.MultiHeadAttention(num_heads=2, head_dim=32, spectral=spectral)
+        params = sharding.unbox(module.init(jax.random.key(0), x, ctx, key_mask_bs=mask))["params"]
+        lcfg = lora.LoraConfig(
+            rank=2,
+            alpha=4.0,
+            targets=r"(query|key|value|out)/kernel",
+            single_input_axis=r"(query|key|value)/kernel",
+        )
+        adapters = trained_adapters(params, lcfg, 5)
+
+        def forwards(params, adapters, module=module, lcfg=lcfg):
+            with lora.adapters_active(lcfg):
+                adapter = module.apply({"params": lora.inject(params, adapters)}, x, ctx, key_mask_bs=mask)
+            merged = module.apply({"params": lora.merge(params, adapters, lcfg)}, x, ctx, key_mask_bs=mask)
+            return merged, adapter, module.apply({"params": params}, x, ctx, key_mask_bs=mask)
+
+        merged, adapter, base = (np.asarray(y) for y in jax.jit(forwards)(params, adapters))
+        np.testing.assert_allclose(adapter, merged, atol=1e-5, rtol=1e-5)
+        assert np.abs(merged - base).max() > 1e-2  # the adapters, the one on `out` included, change it
+
+
 def test_training_updates_adapters_only(unsharded_run):
     before, (losses, state, grads, base, adapters0) = unsharded_run
     cfg, abstract, lcfg, _, _ = setup(True)

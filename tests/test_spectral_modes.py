@@ -190,15 +190,25 @@ def test_shard_map_path_equals_plain_path(mesh):
     mask = rng.random((4, 6)) > 0.3
     y = rand(rng, 4, 4, 2, 4, 6)
     fr, fi = rand(rng, 2, 3, 6), rand(rng, 2, 3, 6)
+    w = rand(rng, 4, 6, 4, 10)  # values that carry an output projection: heads summed (psum over head shards)
 
-    def loss(q, k, v, mask, y, fr, fi):
+    def loss(q, k, v, mask, y, fr, fi, w):
         a = spectral.qkv_fft2_attention(q, k, v, mask)
         b = spectral.fnet_mix(y.reshape(4, 32, 6))
         c = spectral.global_filter(y, fr, fi)
-        return jnp.sum(a * a) + jnp.sum(jnp.sin(b)) + jnp.sum(c * c), (a, b, c)
+        d = spectral.qkv_fft2_attention(q, k, w, mask, sum_heads=True)
+        return jnp.sum(a * a) + jnp.sum(jnp.sin(b)) + jnp.sum(c * c) + jnp.sum(jnp.sin(d)), (a, b, c, d)
 
-    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 4, 5, 6), has_aux=True))
-    (plain_loss, plain_out), plain_grads = fn(q, k, v, mask, y, fr, fi)
+    argnums = (0, 4, 5, 6, 7)
+    fn = jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))
+    (plain_loss, plain_out), plain_grads = fn(q, k, v, mask, y, fr, fi, w)
+    summed = spectral.qkv_fft2_attention(q, k, w, mask, sum_heads=True)
+    np.testing.assert_allclose(
+        np.asarray(summed),
+        np.asarray(spectral.qkv_fft2_attention(q, k, w, mask).sum(2)),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
     # Inputs arrive split the way the model's activation rules split them (tokens over `sequence`).
     def per_head(x):
@@ -214,13 +224,14 @@ def test_shard_map_path_equals_plain_path(mesh):
         _sharded(mesh, y, sharding.logical_to_spec(("act_batch", "act_frames"), y.shape[:2], mesh)),
         fr,
         fi,
+        per_head(w),
     )
     with sharding.use_mesh(mesh):
         jaxpr = str(jax.make_jaxpr(loss)(*args))
-        (mesh_loss, mesh_out), mesh_grads = jax.jit(
-            jax.value_and_grad(loss, argnums=(0, 4, 5, 6), has_aux=True)
-        )(*args)
-    assert jaxpr.count("shard_map") >= 3, "the mesh path should run every FFT block under shard_map"
+        (mesh_loss, mesh_out), mesh_grads = jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))(
+            *args
+        )
+    assert jaxpr.count("shard_map") >= 4, "the mesh path should run every FFT block under shard_map"
     if mesh.shape["sequence"] > 1:  # heads (attention) and frames (global filter) split over sequence
         assert "P('data', None, 'sequence', None)" in jaxpr and "P('data', 'sequence')" in jaxpr
     np.testing.assert_allclose(float(mesh_loss), float(plain_loss), rtol=1e-5)

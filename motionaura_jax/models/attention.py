@@ -176,8 +176,26 @@ def _dot_product_attention(q_lhd, k_shd, v_shd, key_mask_s):  # with or without 
     return out.astype(v_shd.dtype)
 
 
+def summed_heads_attention(
+    q_blhd: jax.Array, k_bshd: jax.Array, v_bshc: jax.Array, key_mask_bs: jax.Array | None = None
+) -> jax.Array:
+    """`dot_product_attention` of values that carry the output projection (`fold_output`), summed over heads
+    in the output matmul, which contracts (heads, keys) at once: (B,L,H,Dh) x (B,S,H,Dh) x (B,S,H,C) ->
+    (B,L,C). For a short text (few keys), so the logits are formed whole."""
+    logits = jnp.einsum("blhd,bshd->bhls", q_blhd, k_bshd, preferred_element_type=jnp.float32)
+    logits = logits / math.sqrt(q_blhd.shape[-1])
+    if key_mask_bs is not None:
+        logits = jnp.where(key_mask_bs[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v_bshc.dtype)
+    out = jnp.einsum("bhls,bshc->blc", probs, v_bshc, preferred_element_type=jnp.float32)
+    if key_mask_bs is not None:
+        out = jnp.where(jnp.any(key_mask_bs, axis=-1)[:, None, None], out, 0.0)
+    return out.astype(v_bshc.dtype)
+
+
 class MultiHeadAttention(nn.Module):
-    """Self-attention (`context=None`) or cross-attention; `spectral=True` swaps the core for `qkv_fft2`."""
+    """Self-attention (`context=None`) or cross-attention; `spectral=True` swaps the core for `qkv_fft2`.
+    Cross-attention moves its output projection onto the values where that is cheaper (`output_fold_pays`)."""
 
     num_heads: int
     head_dim: int
@@ -221,17 +239,8 @@ class MultiHeadAttention(nn.Module):
             q = apply_rope(q, rope_q)
         if rope_k is not None:
             k = apply_rope(k, rope_k)
-        if self.spectral:
-            out = spectral.qkv_fft2_attention(
-                q, k, v, key_mask_bs, dtype=self.dtype, impl=self.spectral_impl, query_chunk=self.query_chunk
-            )
-        else:
-            out = over_query_chunks(
-                lambda q_rows: dot_product_attention(q_rows, k, v, key_mask_bs), q, self.query_chunk
-            )
-        out = constrain(out, HEADS)
         out_init = nn.initializers.zeros if self.zero_init_out else TRANSFORMER_KERNEL_INIT
-        out = nn.DenseGeneral(
+        out_proj = nn.DenseGeneral(
             width,
             axis=(-2, -1),
             dtype=self.dtype,
@@ -239,8 +248,56 @@ class MultiHeadAttention(nn.Module):
             kernel_init=partitioned(out_init, ("heads", "kv", "embed")),
             bias_init=partitioned(nn.initializers.zeros, ("embed",)),
             name="out",
-        )(out)
-        return constrain(out, TOKENS)
+        )
+        fold = (
+            context_bsd is not None
+            and (not self.spectral or self.spectral_impl == "hermitian")
+            and output_fold_pays(q.shape[1], k.shape[1], self.num_heads, self.head_dim, width)
+        )
+        if fold:
+            v, bias_b1c = fold_output(v, out_proj)
+        if self.spectral:
+            out = spectral.qkv_fft2_attention(
+                q,
+                k,
+                v,
+                key_mask_bs,
+                dtype=self.dtype,
+                impl=self.spectral_impl,
+                query_chunk=self.query_chunk,
+                sum_heads=fold,
+            )
+        else:
+            attend = summed_heads_attention if fold else dot_product_attention
+            out = over_query_chunks(lambda q_rows: attend(q_rows, k, v, key_mask_bs), q, self.query_chunk)
+        if fold:
+            return constrain(out + bias_b1c, TOKENS)
+        return constrain(out_proj(constrain(out, HEADS)), TOKENS)
+
+
+def output_fold_pays(queries: int, keys: int, heads: int, head_dim: int, width: int) -> bool:
+    """Whether `fold_output` takes fewer multiply-adds than projecting the attention's output: it projects
+    heads x keys value rows (block-diagonally, so heads x heads x keys) where the output has `queries` rows,
+    and its attention then carries `width` channels per head instead of `head_dim`. It pays for
+    cross-attention to a short text (16 tokens, 4 heads of 64, 256 queries: half the cost), not at paper scale
+    (226 T5 tokens, 40 heads), where the output is projected as usual."""
+    projected = queries * heads * head_dim * width + queries * keys * heads * head_dim
+    folded = (heads * keys + 1) * heads * head_dim * width + queries * keys * heads * width
+    return folded < projected
+
+
+def fold_output(v_bshd: jax.Array, out_proj: nn.Module) -> tuple[jax.Array, jax.Array]:
+    """The output projection moved onto the values: per head, softmax(·)·v_h·W_h summed over heads is the
+    projected output, so (B,S,H,Dh) values become (B,S,H,C) ones, W_h applied to each head's own rows, and
+    the bias (B,1,C) is added after the sum. `out_proj` is called (on rows that are block-diagonal over heads,
+    and a zero row that gives the bias), so whatever wraps it, a LoRA adapter included, is folded with it."""
+    b, s, h, d = v_bshd.shape
+    rows = jnp.einsum("bshd,hg->bhsgd", v_bshd, jnp.eye(h, dtype=v_bshd.dtype)).reshape(b, h * s, h, d)
+    rows = jnp.concatenate([rows, jnp.zeros((b, 1, h, d), rows.dtype)], axis=1)
+    y = out_proj(rows)  # (B, H*S + 1, C): v_h W_h + bias, then the bias alone
+    bias_b1c = y[:, -1:]
+    values = (y[:, :-1] - bias_b1c).reshape(b, h, s, -1).transpose(0, 2, 1, 3)
+    return constrain(values, ("act_batch", None, "act_heads", None)), bias_b1c
 
 
 # ------------------------------------------------------------------------------------------------------------

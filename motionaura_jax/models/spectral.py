@@ -120,7 +120,9 @@ def _softmax_rows(q_ri, k_ri, v_ri, head_dim: int, dtype: jnp.dtype) -> jax.Arra
     return softmax_attention(q_ri, k_ri, v_ri.astype(dtype), 1.0 / math.sqrt(head_dim))
 
 
-def _qkv_fft2_hermitian(q32, k32, v32, dtype: jnp.dtype, query_chunk: int = 0) -> jax.Array:
+def _qkv_fft2_hermitian(
+    q32, k32, v32, dtype: jnp.dtype, query_chunk: int = 0, sum_heads: bool = False
+) -> jax.Array:
     """(B, L, H, Dh) x (B, S, H, Dh) float32 -> (B, L, H, Dh) in `dtype`, from rfft halves of q, k and v
     (`_hermitian_softmax`). It works in a (B, H, Dh, tokens) layout: every FFT runs over the minor axis and the
     real and imaginary parts stay apart, where the (B, tokens, H, Dh) layout costs a strided transpose around
@@ -134,6 +136,8 @@ def _qkv_fft2_hermitian(q32, k32, v32, dtype: jnp.dtype, query_chunk: int = 0) -
     (qr, qi), (kr, ki), (vr, vi) = spectrum(q32), spectrum(k32), spectrum(v32)
 
     def core(qr, qi, kr, ki, vr, vi):  # with or without the batch axis
+        if sum_heads:
+            return _hermitian_summed(qr, qi, kr, ki, vr, vi, keys, 1.0 / math.sqrt(head_dim))
         # per_pass is static, so a trace under `whole_maps` is not a cached one that has the loop.
         per_pass = _rows_per_pass(qr.shape[-1], qr.size // head_dim * kr.shape[-1] * 4)
         return _hermitian_softmax(qr, qi, kr, ki, vr, vi, keys, 1.0 / math.sqrt(head_dim), per_pass)
@@ -143,7 +147,8 @@ def _qkv_fft2_hermitian(q32, k32, v32, dtype: jnp.dtype, query_chunk: int = 0) -
 
     out_r, out_i = over_query_chunks(rows, (qr, qi), query_chunk, axis=-1)
     out_bhdl = jnp.fft.irfft(jax.lax.complex(out_r, out_i), n=length, axis=-1, norm="ortho")
-    return jnp.transpose(out_bhdl, (0, 3, 1, 2)).astype(dtype)
+    out = jnp.transpose(out_bhdl, (0, 3, 1, 2)).astype(dtype)
+    return out[:, :, 0] if sum_heads else out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
@@ -157,6 +162,17 @@ def _hermitian_softmax(qr, qi, kr, ki, vr, vi, keys: int, scale: float, per_pass
     attention's is (rows x keys x Dh): half the FLOPs, the same operator (and the backward, written out
     below in FlashAttention's form, likewise)."""
     return _hermitian_softmax_fwd(qr, qi, kr, ki, vr, vi, keys, scale, per_pass)[0]
+
+
+def _hermitian_summed(qr, qi, kr, ki, vr, vi, keys: int, scale: float):
+    """The core for values that carry the output projection (`attention.fold_output`): (.., h, d, q) queries,
+    (.., h, c, k) values, the output (.., 1, c, q) summed over heads inside its matmul, which contracts
+    (heads, keys) at once. By autodiff: it serves cross-attention to a short text, whose maps are small."""
+    probs_r, probs_i, _ = _hermitian_probs(qr, qi, kr, ki, keys, scale)
+    inv_sum_hq1 = 1.0 / jnp.sum(probs_r, axis=-1, keepdims=True)
+    out_r = jnp.einsum("...hqk,...hck->...cq", probs_r * inv_sum_hq1, vr, preferred_element_type=jnp.float32)
+    out_i = jnp.einsum("...hqk,...hck->...cq", probs_i * inv_sum_hq1, vi, preferred_element_type=jnp.float32)
+    return out_r[..., None, :, :], out_i[..., None, :, :]
 
 
 def _to_map(x, y):  # (.., h, d, q) x (.., h, d, k) -> (.., h, q, k)
@@ -317,7 +333,12 @@ def _qkv_fft2_local(
     compute_dtype: jnp.dtype,
     impl: str = "hermitian",
     query_chunk: int = 0,
+    sum_heads: bool = False,
 ) -> jax.Array:
+    if sum_heads and impl != "hermitian":
+        raise ValueError(
+            f"qkv_fft2 sum_heads (a folded output projection) needs impl='hermitian', got {impl!r}"
+        )
     head_dim, length = q_blhd.shape[-1], q_blhd.shape[1]
     attend = functools.partial(
         _spectral_softmax_attention, head_dim=head_dim, dtype=compute_dtype, query_chunk=query_chunk
@@ -342,7 +363,7 @@ def _qkv_fft2_local(
     #     rows i <= L/2 (an rfft) determine it and its inverse (an irfft) is real, matching Re(IFFT2(·)).
     # (3) "hermitian": k and v are real too, so half their spectrum stands for the rest (`_hermitian_softmax`).
     if impl == "hermitian":
-        return _qkv_fft2_hermitian(q32, k32, v32, compute_dtype, query_chunk)
+        return _qkv_fft2_hermitian(q32, k32, v32, compute_dtype, query_chunk, sum_heads)
     q_hat = jnp.fft.rfft(q32, axis=1, norm="ortho")  # (B, L//2+1, H, Dh)
     k_hat = jnp.fft.fft(k32, axis=1, norm="ortho")
     v_hat = jnp.fft.fft(v32, axis=1, norm="ortho")
@@ -359,6 +380,7 @@ def qkv_fft2_attention(
     dtype: jnp.dtype | None = None,
     impl: str = "hermitian",
     query_chunk: int = 0,
+    sum_heads: bool = False,
 ) -> jax.Array:
     """Spectral attention (B,L,H,Dh) x (B,S,H,Dh) -> (B,L,H,Dh) in `dtype` (default q's dtype).
 
@@ -370,10 +392,12 @@ def qkv_fft2_attention(
     half the key and value rows, i.e. half the matmul FLOPs of plain attention and the same map memory.
     `query_chunk` > 0 computes the query frequencies that many at a time, rematerialised in the backward
     pass, so the (rows x keys) probabilities never exist whole (the same result).
+    `sum_heads`: values of any width (B,S,H,C) and the output summed over heads, (B,L,C): attention whose
+    output projection is folded into its values (`attention.fold_output`).
     """
     compute_dtype = jnp.dtype(dtype or q_blhd.dtype)
     local = functools.partial(
-        _qkv_fft2_local, compute_dtype=compute_dtype, impl=impl, query_chunk=query_chunk
+        _qkv_fft2_local, compute_dtype=compute_dtype, impl=impl, query_chunk=query_chunk, sum_heads=sum_heads
     )
     mesh = sharding_lib.active_mesh()
     if mesh is None:
@@ -382,18 +406,25 @@ def qkv_fft2_attention(
     b_axes = _batch_axes(mesh, batch)
     h_axes = _dividing_axes(mesh, tuple(a for a in HEAD_MESH_AXES if a not in b_axes), heads)
     spec = PartitionSpec(_entry(b_axes), None, _entry(h_axes), None)
+    out_spec = PartitionSpec(_entry(b_axes), None, None) if sum_heads else spec
+    if sum_heads and h_axes:  # each device holds its heads' share of the sum
+        local = _then_psum(local, h_axes)
     if key_mask_bs is None:
         return jax.shard_map(
             lambda q, k, v: local(q, k, v, None),
             mesh=mesh,
             in_specs=(spec, spec, spec),
-            out_specs=spec,
+            out_specs=out_spec,
             check_vma=False,
         )(q_blhd, k_bshd, v_bshd)
     mask_spec = PartitionSpec(_entry(b_axes), None)
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(spec, spec, spec, mask_spec), out_specs=spec, check_vma=False
+        local, mesh=mesh, in_specs=(spec, spec, spec, mask_spec), out_specs=out_spec, check_vma=False
     )(q_blhd, k_bshd, v_bshd, key_mask_bs)
+
+
+def _then_psum(fn: Callable, axes: tuple[str, ...]) -> Callable:
+    return lambda *args: jax.lax.psum(fn(*args), axes)
 
 
 # ------------------------------------------------------------------------------------------------------------
