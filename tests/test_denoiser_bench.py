@@ -11,8 +11,24 @@ from motionaura_jax import host_memory
 from motionaura_jax.bench import denoiser
 from motionaura_jax.commands import bench as bench_command
 
-TINY = denoiser.DenoiserBench(width=32, depth=1, heads=2, text_len=4, rounds=2, warmup=1)
+TINY = denoiser.DenoiserBench(width=32, depth=1, heads=2, text_len=4, rounds=2, warmup=1, min_round_s=0.05)
 GRIDS = ((1, 2, 4), (2, 2, 4))
+
+
+def test_a_round_is_the_mean_of_the_steps_that_fill_it():
+    clock = {"now": 0.0, "calls": 0}
+
+    def step():  # a step of 10 ms on a fake clock
+        clock["now"] += 0.01
+        clock["calls"] += 1
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(denoiser.time, "perf_counter", lambda: clock["now"])
+        seconds, steps = denoiser.time_round(step, 0.095)
+        assert steps == clock["calls"] == 10 and seconds == pytest.approx(0.01)
+        assert denoiser.time_round(step, 0.0) == (pytest.approx(0.01), 1)  # never fewer than one step
+    with pytest.raises(ValueError, match="min_round_s"):
+        denoiser.DenoiserBench(min_round_s=-1)
 
 
 def test_table_values_follow_from_the_reported_timings():
@@ -26,6 +42,7 @@ def test_table_values_follow_from_the_reported_timings():
     ]
     for r in rows:
         assert r["status"] == "ok" and len(r["times_s"]) == TINY.rounds
+        assert len(r["steps_per_round"]) == TINY.rounds and min(r["steps_per_round"]) >= 1
         assert r["median_s"] == statistics.median(r["times_s"]) and r["min_s"] == min(r["times_s"])
         assert r["tokens"] == math.prod(int(v) for v in r["grid"].split("x"))
         assert r["flops"] > 0 and r["peak_flops_per_s"] > 0

@@ -12,8 +12,9 @@ against a random target, `backward()`, gradients zeroed between steps; both floa
 
 Isolation and fairness: every configuration (one model at one grid) lives in its own worker process, with an
 address-space limit (`mem_limit_gb`), so a configuration that does not fit fails alone (reported "OOM") and
-its peak RSS (`getrusage`) is its own. Each worker compiles and warms up, then the parent asks them for one step
-in turn (alternating rounds, so machine load hits all alike) and takes medians. A "peak" worker times a
+its peak RSS (`getrusage`) is its own. Each worker compiles and warms up, then the parent asks them for one round
+in turn (alternating rounds, so machine load hits all alike) and takes medians; a round is the mean of as many
+steps as fill `min_round_s` (one step at 16k tokens, about ten at 256). A "peak" worker times a
 2048^3 float32 matmul in the same rounds: the machine's measured dense-matmul rate, against which our
 XLA-counted FLOPs per step give the achieved fraction. PyTorch gets as many threads as the CPUs this process
 may run on, which is what XLA's CPU client uses, and every worker starts under the same host allocator policy
@@ -71,6 +72,9 @@ class DenoiserBench:
     batch: int = 1
     rounds: int = 3
     warmup: int = 1
+    # A round times as many steps as fill this many seconds (at least one) and keeps their mean: a 50 ms step
+    # timed once is at the mercy of a millisecond's noise, a 25 s step is not.
+    min_round_s: float = 0.5
     mem_limit_gb: float = 12.0
     attention_chunk: int = 0  # ours: self-attention query rows per chunk (model.attention_chunk; 0: whole)
     # ours: blocks as one lax.scan (model.scan_layers). Off by default, as in the quickstart: on CPU the unrolled
@@ -84,6 +88,8 @@ class DenoiserBench:
             raise ValueError(f"head_dim {self.width // self.heads} must be a multiple of 16")
         if self.rounds < 1 or self.depth < 1:
             raise ValueError("rounds and depth must be >= 1")
+        if self.min_round_s < 0:
+            raise ValueError(f"min_round_s must be >= 0, got {self.min_round_s}")
 
 
 def check_modes(modes: Sequence[str]) -> list[str]:
@@ -264,6 +270,17 @@ def build(model: str, grid: tuple[int, int, int], bench: DenoiserBench) -> tuple
     return step, flops
 
 
+def time_round(step: Callable[[], None], min_round_s: float) -> tuple[float, int]:
+    """One round: `step` run until `min_round_s` has passed (at least once); (mean seconds per step, steps)."""
+    steps, start = 0, time.perf_counter()
+    while True:
+        step()
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_round_s:
+            return elapsed / steps, steps
+
+
 def _rss_mb() -> float:
     """This process's peak resident memory in MiB. VmHWM first: getrusage's ru_maxrss also counts the parent's
     pages the child held between fork and exec, so a worker started by a big process would inherit its peak."""
@@ -278,8 +295,8 @@ def _rss_mb() -> float:
 
 
 def worker(spec_json: str) -> None:
-    """One configuration in its own process: build, warm up, print `ready`, then one timed step per `step`
-    line on stdin; on `exit`, print the peak RSS. Every reply is one JSON line."""
+    """One configuration in its own process: build, warm up, print `ready`, then one timed round
+    (`time_round`) per `step` line on stdin; on `exit`, print the peak RSS. Every reply is one JSON line."""
 
     def reply(**kwargs: Any) -> None:
         print(json.dumps(kwargs), flush=True)
@@ -287,7 +304,8 @@ def worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
     base_mb = _rss_mb()
     start = time.perf_counter()
-    step, flops = build(spec["model"], tuple(spec["grid"]), DenoiserBench(**spec["bench"]))
+    bench = DenoiserBench(**spec["bench"])
+    step, flops = build(spec["model"], tuple(spec["grid"]), bench)
     reply(
         ready=True,
         flops=flops,
@@ -297,9 +315,8 @@ def worker(spec_json: str) -> None:
     )
     for line in sys.stdin:
         if line.strip() == "step":
-            start = time.perf_counter()
-            step()
-            reply(seconds=time.perf_counter() - start)
+            seconds, steps = time_round(step, bench.min_round_s)
+            reply(seconds=seconds, steps=steps)
         else:
             break
     reply(peak_rss_mb=_rss_mb())
@@ -336,6 +353,7 @@ class _Worker:
         )
         self.info: dict[str, Any] = {}
         self.times: list[float] = []
+        self.steps: list[int] = []
         self.error = ""
 
     def _read(self) -> dict[str, Any] | None:
@@ -373,6 +391,7 @@ class _Worker:
             self._fail()
             return False
         self.times.append(msg["seconds"])
+        self.steps.append(msg["steps"])
         return True
 
     def close(self) -> None:
@@ -391,7 +410,8 @@ class _LocalWorker:
     """A configuration in this process (`isolate=False`): no memory limit and no peak RSS of its own."""
 
     def __init__(self, model: str, grid: tuple[int, int, int], bench: DenoiserBench):
-        self.model, self.error, self.times = model, "", []
+        self.model, self.error, self.times, self.steps = model, "", [], []
+        self.min_round_s = bench.min_round_s
         start = time.perf_counter()
         self._step, flops = build(model, grid, bench)
         self.info = {"flops": flops, "compile_s": time.perf_counter() - start}
@@ -400,9 +420,9 @@ class _LocalWorker:
         return True
 
     def step(self) -> bool:
-        start = time.perf_counter()
-        self._step()
-        self.times.append(time.perf_counter() - start)
+        seconds, steps = time_round(self._step, self.min_round_s)
+        self.times.append(seconds)
+        self.steps.append(steps)
         return True
 
     def close(self) -> None:
@@ -449,6 +469,7 @@ def measure(
                 "median_s": median,
                 "min_s": min(w.times) if w.times else float("nan"),
                 "times_s": w.times,
+                "steps_per_round": w.steps,
                 "speedup_vs_peer": peer_s / median,
                 "flops": flops,
                 "flops_per_s": flops / median,
@@ -516,7 +537,8 @@ def format_table(results: dict[str, Any]) -> str:
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     lines = [
         f"denoiser fwd+bwd, float32, batch {s['batch']}: width {s['width']}, depth {s['depth']}, heads "
-        f"{s['heads']}, MLP 4x, text {s['text_len']} tokens; median of {s['rounds']} alternating rounds; "
+        f"{s['heads']}, MLP 4x, text {s['text_len']} tokens; median of {s['rounds']} alternating rounds (each the mean of the steps "
+        f"that fill {s.get('min_round_s', 0):g} s, at least one); "
         f"threads {results['threads']} (of {results['cpu_count']} CPUs), worker memory limit "
         f"{s['mem_limit_gb']:g} GB, self-attention query chunk {s['attention_chunk'] or 'none'}, blocks "
         f"{'scanned' if s.get('scan_layers') else 'unrolled'}, host malloc "

@@ -102,6 +102,7 @@ def _denoiser(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--warmup", type=int)
+    parser.add_argument("--min-round-s", type=float, help="a round times steps until this many seconds pass")
     parser.add_argument("--mem-limit-gb", type=float, help="address-space limit of each worker; 0: none")
     parser.add_argument("--attention-chunk", type=int, help="ours: self-attention query rows per chunk")
     parser.add_argument(
