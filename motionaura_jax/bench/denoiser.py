@@ -537,8 +537,8 @@ def format_table(results: dict[str, Any]) -> str:
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     lines = [
         f"denoiser fwd+bwd, float32, batch {s['batch']}: width {s['width']}, depth {s['depth']}, heads "
-        f"{s['heads']}, MLP 4x, text {s['text_len']} tokens; median of {s['rounds']} alternating rounds (each the mean of the steps "
-        f"that fill {s.get('min_round_s', 0):g} s, at least one); "
+        f"{s['heads']}, MLP 4x, text {s['text_len']} tokens; median of {s['rounds']} alternating rounds "
+        f"(each the mean of the steps that fill {s.get('min_round_s', 0):g} s, at least one); "
         f"threads {results['threads']} (of {results['cpu_count']} CPUs), worker memory limit "
         f"{s['mem_limit_gb']:g} GB, self-attention query chunk {s['attention_chunk'] or 'none'}, blocks "
         f"{'scanned' if s.get('scan_layers') else 'unrolled'}, host malloc "
